@@ -1,0 +1,1 @@
+"""Dataset records, builders and validation for fill50k-format ControlNet datasets."""

@@ -1,0 +1,254 @@
+"""Procedural "fill" dataset: coloured circles conditioned on their outlines (fill50k style).
+
+This is the demo's embedded default dataset: it needs no download, is tiny to build, and a ControlNet
+visibly learns it within a few hundred steps (the circle must land exactly on the outline and take
+the colours named in the prompt), so it exercises the whole training stack end to end.
+
+Everything is a pure function of ``(seed, index, resolution)``; two builds with the same arguments are
+byte-identical, and an interrupted build resumes by skipping files that already exist (every file is
+written atomically, so an existing file is always complete).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageColor, ImageDraw
+from tqdm import tqdm
+
+from data.atomic import atomic_save_image, atomic_write_json
+from data.records import Record, write_records
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["COLOURS", "FILL_VERSION", "PARAMS_FILE", "build_fill", "fill_record", "outline_width"]
+
+# Bump when the pictures or texts change, so resuming over files from an older generator is refused.
+FILL_VERSION = 1
+PARAMS_FILE = "fill_params.json"
+MIN_RESOLUTION = 16
+# Pairs closer than this (Euclidean RGB) are never drawn together: a "snow circle with white
+# background" is an invisible target and a useless training signal.
+MIN_PAIR_DISTANCE = 120.0
+
+# PIL colormap key -> prompt words. An explicit table beats a word splitter ("goldenrod",
+# "oldlace", "lightseagreen" all split ambiguously); every RGB value here is distinct.
+COLOURS: dict[str, str] = {
+    "black": "black",
+    "white": "white",
+    "red": "red",
+    "lime": "lime",
+    "blue": "blue",
+    "yellow": "yellow",
+    "orange": "orange",
+    "purple": "purple",
+    "pink": "pink",
+    "brown": "brown",
+    "gray": "gray",
+    "navy": "navy",
+    "teal": "teal",
+    "olive": "olive",
+    "maroon": "maroon",
+    "cyan": "cyan",
+    "magenta": "magenta",
+    "gold": "gold",
+    "silver": "silver",
+    "indigo": "indigo",
+    "violet": "violet",
+    "turquoise": "turquoise",
+    "salmon": "salmon",
+    "crimson": "crimson",
+    "chocolate": "chocolate",
+    "khaki": "khaki",
+    "orchid": "orchid",
+    "lightcoral": "light coral",
+    "palegoldenrod": "pale golden rod",
+    "oldlace": "old lace",
+    "darkslateblue": "dark slate blue",
+    "mediumseagreen": "medium sea green",
+    "deepskyblue": "deep sky blue",
+    "hotpink": "hot pink",
+    "lightsteelblue": "light steel blue",
+    "saddlebrown": "saddle brown",
+    "forestgreen": "forest green",
+    "royalblue": "royal blue",
+    "lemonchiffon": "lemon chiffon",
+    "midnightblue": "midnight blue",
+    "yellowgreen": "yellow green",
+    "firebrick": "fire brick",
+    "cornflowerblue": "cornflower blue",
+    "lightseagreen": "light sea green",
+    "sandybrown": "sandy brown",
+    "darkorange": "dark orange",
+}
+
+_KEYS: tuple[str, ...] = tuple(COLOURS)
+_RGB: tuple[tuple[int, int, int], ...] = tuple(ImageColor.getrgb(key)[:3] for key in _KEYS)  # type: ignore[misc]
+
+
+def _distinct_pairs() -> tuple[tuple[int, int], ...]:
+    """All ordered (foreground, background) index pairs that are clearly different colours."""
+    rgb = np.asarray(_RGB, dtype=np.float64)
+    pairs = []
+    for fg, bg in itertools.permutations(range(len(_KEYS)), 2):
+        if np.linalg.norm(rgb[fg] - rgb[bg]) >= MIN_PAIR_DISTANCE:
+            pairs.append((fg, bg))
+    return tuple(pairs)
+
+
+_PAIRS = _distinct_pairs()
+
+
+def outline_width(resolution: int) -> int:
+    """Outline stroke width: about 2 px at 128, thin enough to be an edge, thick enough to survive
+    the VAE's 8x downsampling at 1024."""
+    return max(1, resolution // 64)
+
+
+def _check_args(resolution: int, seed: int, index: int = 0) -> None:
+    """Reject arguments numpy or the geometry would choke on, with a readable message."""
+    if resolution < MIN_RESOLUTION:
+        raise ValueError(f"resolution must be >= {MIN_RESOLUTION}, got {resolution}")
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")
+
+
+def _circle(rng: np.random.Generator, resolution: int) -> tuple[int, int, int]:
+    """Centre and radius of a circle fully inside the image (so its whole outline is visible)."""
+    width = outline_width(resolution)
+    r_min = max(4 * width, resolution // 10)
+    r_max = max(r_min, resolution * 3 // 8)
+    radius = int(rng.integers(r_min, r_max, endpoint=True))
+    cx, cy = (int(v) for v in rng.integers(radius, resolution - 1 - radius, size=2, endpoint=True))
+    return cx, cy, radius
+
+
+def fill_record(index: int, resolution: int, seed: int) -> tuple[Image.Image, Image.Image, str]:
+    """Return ``(image, condition, text)`` for sample ``index``; deterministic in (seed, index).
+
+    ``image`` is a filled circle of one named colour on another's background; ``condition`` is the
+    same circle's outline, white on black (RGB); ``text`` reads e.g. "pale golden rod circle with old
+    lace background". The outline is drawn with the circle's bounding box, so it lies exactly on the
+    inner edge of the filled disc.
+    """
+    _check_args(resolution, seed, index)
+    rng = np.random.default_rng([seed, index])
+    fg, bg = _PAIRS[int(rng.integers(len(_PAIRS)))]
+    cx, cy, radius = _circle(rng, resolution)
+    bbox = (cx - radius, cy - radius, cx + radius, cy + radius)
+
+    image = Image.new("RGB", (resolution, resolution), _RGB[bg])
+    ImageDraw.Draw(image).ellipse(bbox, fill=_RGB[fg])
+    condition = Image.new("RGB", (resolution, resolution), (0, 0, 0))
+    ImageDraw.Draw(condition).ellipse(bbox, outline=(255, 255, 255), width=outline_width(resolution))
+    text = f"{COLOURS[_KEYS[fg]]} circle with {COLOURS[_KEYS[bg]]} background"
+    return image, condition, text
+
+
+def _relative_paths(index: int) -> tuple[str, str]:
+    """The record's image and condition paths, relative to the dataset folder."""
+    name = f"{index:05d}.png"
+    return f"images/{name}", f"conditioning_images/{name}"
+
+
+def _prepare_out_dir(out: Path, resolution: int, seed: int, overwrite: bool) -> None:
+    """Make ``out`` ready to (re)build into, refusing to silently mix files from other settings.
+
+    Resuming is only safe if existing files came from the same generator; the params file records
+    that. ``overwrite`` removes the previous build (only the files this builder owns).
+    """
+    params = {"builder": "fill", "version": FILL_VERSION, "resolution": resolution, "seed": seed}
+    params_path = out / PARAMS_FILE
+    owned = [out / "images", out / "conditioning_images", out / "train.jsonl", params_path]
+    if overwrite:
+        for path in owned:
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    elif params_path.exists():
+        previous = json.loads(params_path.read_text(encoding="utf-8"))
+        if previous != params:
+            raise FileExistsError(
+                f"{out} holds a fill build with {previous}, not {params}; "
+                "pass overwrite=True (--overwrite) to replace it"
+            )
+    elif any(path.exists() for path in owned):
+        raise FileExistsError(
+            f"{out} already holds dataset files not made by the fill builder; "
+            "pass overwrite=True (--overwrite) to replace them"
+        )
+    # Written first, so an interrupted build is recognisable (and resumable) as ours.
+    atomic_write_json(params_path, params)
+
+
+def _build_one(out: Path, index: int, resolution: int, seed: int) -> tuple[Record, bool]:
+    """Write one sample's files unless both exist; return its record and whether it wrote."""
+    image_rel, condition_rel = _relative_paths(index)
+    image_path, condition_path = out / image_rel, out / condition_rel
+    image, condition, text = fill_record(index, resolution, seed)
+    record = Record(text=text, image=image_rel, conditioning_image=condition_rel)
+    wrote = False
+    # Files are written atomically, so one that exists is complete and identical to a rebuild.
+    for picture, path in ((image, image_path), (condition, condition_path)):
+        if not path.exists():
+            atomic_save_image(picture, path)
+            wrote = True
+    return record, wrote
+
+
+def build_fill(
+    out_dir: str | Path,
+    n: int,
+    resolution: int = 128,
+    seed: int = 0,
+    overwrite: bool = False,
+    workers: int = 1,
+) -> Path:
+    """Build (or resume) an ``n``-sample fill dataset in ``out_dir``; return the ``train.jsonl`` path.
+
+    Images go to ``images/%05d.png`` and ``conditioning_images/%05d.png``; ``train.jsonl`` is written
+    last, atomically, so its presence means the build finished. Re-running with the same arguments
+    keeps existing images and rewrites the jsonl; a larger ``n`` extends a previous build.
+    ``workers`` > 1 uses threads (PNG encoding releases the GIL); output is identical either way.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    _check_args(resolution, seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _prepare_out_dir(out, resolution, seed, overwrite)
+
+    records: list[Record] = []
+    written = 0
+    with tqdm(total=n, desc=f"fill {out.name}", unit="sample", disable=None) as progress:
+        for record, wrote in _map_samples(out, n, resolution, seed, workers):
+            records.append(record)
+            written += wrote
+            progress.update()
+
+    jsonl_path = out / "train.jsonl"
+    write_records(jsonl_path, records)
+    logger.info("fill: %d samples in %s (%d written, %d kept)", n, out, written, n - written)
+    return jsonl_path
+
+
+def _map_samples(
+    out: Path, n: int, resolution: int, seed: int, workers: int
+) -> Iterator[tuple[Record, bool]]:
+    """Yield samples in index order, built inline or on a thread pool."""
+    if workers == 1:
+        for index in range(n):
+            yield _build_one(out, index, resolution, seed)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(lambda i: _build_one(out, i, resolution, seed), range(n))

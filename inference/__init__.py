@@ -1,0 +1,1 @@
+"""Batch inference of trained ControlNets, image grids and reports."""

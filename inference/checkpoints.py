@@ -1,0 +1,114 @@
+"""Turn whatever folder a user points at (run, checkpoint, bare ControlNet) into one loadable source.
+
+Training leaves three kinds of folders that all hold a usable ControlNet: ``runs/X/checkpoint-N/``
+(with ``controlnet/`` inside), the run folder ``runs/X/`` (final ``controlnet/`` inside) and the
+diffusers ControlNet folder itself. Users should be able to pass any of them, and the base SDXL the
+ControlNet was trained against should come along from the saved ``skinforge.yaml`` so they do not
+have to remember it. This module does no model loading, so the CLI can reject a wrong path fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CONFIG_FILE", "CONTROLNET_SUBDIR", "ControlNetSource", "resolve_checkpoint"]
+
+CONFIG_FILE = "skinforge.yaml"
+CONTROLNET_SUBDIR = "controlnet"
+CONTROLNET_CLASS = "ControlNetModel"
+_STEP_RE = re.compile(r"checkpoint-(\d+)")
+
+
+@dataclass(frozen=True)
+class ControlNetSource:
+    """A ControlNet ready to load: its diffusers folder, the base it was trained on, its step.
+
+    ``name`` is what output folders and grid columns are called; ``base`` is None when no
+    ``skinforge.yaml`` says (the caller must then supply one); ``step`` is None for final weights.
+    """
+
+    name: str
+    controlnet_dir: Path
+    base: str | None
+    step: int | None
+
+
+def _is_controlnet_folder(folder: Path) -> bool:
+    """True if ``folder/config.json`` describes a diffusers ControlNetModel."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("_class_name") == CONTROLNET_CLASS
+
+
+def _read_base(config_path: Path) -> str | None:
+    """``model.base`` of a skinforge.yaml; a broken file is an error because guessing a base is worse."""
+    try:
+        tree = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{config_path} is not valid YAML: {err}") from err
+    model = tree.get("model") if isinstance(tree, dict) else None
+    base = model.get("base") if isinstance(model, dict) else None
+    return base if isinstance(base, str) and base.strip() else None
+
+
+def _find_base(folders: list[Path]) -> str | None:
+    """The first ``model.base`` found in the skinforge.yaml of ``folders`` (searched in order)."""
+    for folder in folders:
+        config = folder / CONFIG_FILE
+        if config.is_file():
+            base = _read_base(config)
+            if base is not None:
+                return base
+    return None
+
+
+def _step_of(name: str) -> int | None:
+    """Training step encoded in a ``checkpoint-<N>`` folder name, else None."""
+    match = _STEP_RE.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def _not_a_checkpoint(path: Path, reason: str) -> ValueError:
+    return ValueError(
+        f"{path} is not a ControlNet checkpoint: {reason}; expected a run or checkpoint folder with "
+        f"{CONTROLNET_SUBDIR}/config.json, or a folder whose config.json is a {CONTROLNET_CLASS}"
+    )
+
+
+def resolve_checkpoint(path: str | Path) -> ControlNetSource:
+    """Resolve a run folder, ``checkpoint-N`` folder or bare ControlNet folder to a ControlNetSource.
+
+    A bare folder called ``controlnet`` (e.g. ``runs/X/controlnet``) is named after its parent, since
+    "controlnet" would say nothing in a grid; its parent's step and skinforge.yaml count too.
+    Raises ValueError naming ``path`` when it is none of these.
+    """
+    folder = Path(path)
+    if not folder.exists():
+        raise _not_a_checkpoint(folder, "it does not exist")
+    if not folder.is_dir():
+        raise _not_a_checkpoint(folder, "it is not a folder")
+    folder = folder.absolute()
+    if _is_controlnet_folder(folder / CONTROLNET_SUBDIR):
+        controlnet_dir, owner = folder / CONTROLNET_SUBDIR, folder
+    elif _is_controlnet_folder(folder):
+        controlnet_dir = folder
+        owner = folder.parent if folder.name == CONTROLNET_SUBDIR else folder
+    else:
+        raise _not_a_checkpoint(folder, "no ControlNet config.json found")
+    base = _find_base([owner, controlnet_dir])
+    source = ControlNetSource(owner.name, controlnet_dir, base, _step_of(owner.name))
+    logger.debug("resolved %s -> %s", path, source)
+    return source

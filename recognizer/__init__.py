@@ -1,0 +1,1 @@
+"""OCR backends and a differentiable text recognizer for the text loss."""

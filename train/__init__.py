@@ -1,0 +1,1 @@
+"""SDXL ControlNet trainer: typed config, models, data pipeline, loop and checkpoints."""

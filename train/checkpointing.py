@@ -1,0 +1,115 @@
+"""Checkpoints that survive a kill: written into a temp folder, then renamed; rotated by step.
+
+A checkpoint folder holds accelerate's state (optimizer, scheduler, RNG, model), a diffusers-format
+`controlnet/`, the resolved config (`skinforge.yaml`) and `trainer_state.json`. Only folders with
+`trainer_state.json` count: it is written last, so a half-written folder is never resumed from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from accelerate import Accelerator
+from diffusers import ControlNetModel
+
+from data.atomic import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "checkpoint-"
+STATE_FILE = "trainer_state.json"
+CONFIG_FILE = "skinforge.yaml"
+CONTROLNET_DIR = "controlnet"
+
+
+@dataclass
+class TrainerState:
+    """Where the run stands; enough to continue the step count and the data order."""
+
+    step: int
+    micro_step: int
+    epoch: int
+    batches_into_epoch: int
+
+    @classmethod
+    def read(cls, folder: Path) -> TrainerState:
+        return cls(**json.loads((folder / STATE_FILE).read_text(encoding="utf-8")))
+
+
+def checkpoint_step(folder: Path) -> int | None:
+    match = re.fullmatch(rf"{PREFIX}(\d+)", folder.name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    found = [p for p in output_dir.glob(f"{PREFIX}*") if checkpoint_step(p) is not None]
+    return sorted((p for p in found if (p / STATE_FILE).is_file()), key=checkpoint_step)
+
+
+def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
+    """The checkpoint to resume from: None, 'latest' (None if there is none yet) or an explicit folder."""
+    if not resume:
+        return None
+    if resume == "latest":
+        existing = list_checkpoints(output_dir)
+        return existing[-1] if existing else None
+    folder = Path(resume)
+    if not (folder / STATE_FILE).is_file():
+        raise FileNotFoundError(f"checkpoint.resume: {folder} is not a complete checkpoint (no {STATE_FILE})")
+    return folder
+
+
+def save_controlnet(controlnet: ControlNetModel, folder: Path, config_yaml: str) -> None:
+    """Diffusers-format ControlNet plus the config that made it, replacing `folder` atomically."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    controlnet.save_pretrained(tmp, safe_serialization=True)
+    atomic_write_text(tmp / CONFIG_FILE, config_yaml)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    controlnet: ControlNetModel,
+    output_dir: Path,
+    state: TrainerState,
+    config_yaml: str,
+    total_limit: int | None,
+) -> Path:
+    """Saves on every rank (accelerate needs all of them), renames and rotates on the main one."""
+    final = output_dir / f"{PREFIX}{state.step}"
+    tmp = output_dir / f".{PREFIX}{state.step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    tmp.mkdir(parents=True, exist_ok=True)
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        save_controlnet(controlnet, tmp / CONTROLNET_DIR, config_yaml)
+        atomic_write_text(tmp / CONFIG_FILE, config_yaml)
+        atomic_write_json(tmp / STATE_FILE, asdict(state))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        rotate_checkpoints(output_dir, total_limit)
+        logger.info("Saved %s", final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def rotate_checkpoints(output_dir: Path, total_limit: int | None) -> None:
+    if total_limit is None:
+        return
+    existing = list_checkpoints(output_dir)
+    for old in existing[: max(0, len(existing) - total_limit)]:
+        logger.info("Removing old checkpoint %s (checkpoint.total_limit=%d)", old, total_limit)
+        shutil.rmtree(old)

@@ -1,0 +1,209 @@
+"""The trainer's typed configuration: one dataclass per section, one validation pass for all of it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from train.config_loader import ConfigError, apply_overrides, build_dataclass, load_yaml, to_dict
+
+MixedPrecision = Literal["no", "fp16", "bf16"]
+LRSchedule = Literal[
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
+]
+
+
+@dataclass
+class ModelConfig:
+    """Where the weights come from. Real SDXL and the tiny test model load through the same code."""
+
+    base: str = ""
+    """Local diffusers SDXL folder (or hub id) with unet/vae/text_encoder(_2)/tokenizer(_2)/scheduler."""
+    controlnet: str | None = None
+    """Existing ControlNet folder to fine-tune (e.g. a Canny ControlNet); None copies the UNet."""
+    vae: str | None = None
+    """Alternative VAE folder (e.g. an fp16-safe SDXL VAE); None uses `base`/vae."""
+    revision: str | None = None
+    variant: str | None = None
+    """Weight file variant to load, e.g. 'fp16' for `diffusion_pytorch_model.fp16.safetensors`."""
+
+
+@dataclass
+class DataConfig:
+    """The fill50k-format dataset and how samples become tensors."""
+
+    train_jsonl: str = ""
+    """Path to train.jsonl; image paths inside are relative to its folder."""
+    resolution: int = 1024
+    """Square training size: the shorter side is resized to this, then centre-cropped."""
+    empty_prompt_prob: float = 0.0
+    """Per-step probability of replacing a sample's prompt by the empty prompt (classifier-free dropout)."""
+    num_workers: int = 0
+    """DataLoader worker processes; 0 loads in the training process."""
+    max_records: int | None = None
+    """Use only the first N records (quick experiments)."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and the run folder."""
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    max_steps: int = 1000
+    """Optimizer steps (after gradient accumulation)."""
+    batch_size: int = 1
+    """Per process, per micro-step."""
+    gradient_accumulation_steps: int = 1
+    lr: float = 1e-5
+    lr_scheduler: LRSchedule = "constant_with_warmup"
+    lr_warmup_steps: int = 0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this; 0 disables clipping."""
+    mixed_precision: MixedPrecision = "no"
+    """Autocast dtype of the forward pass; the trained ControlNet always keeps fp32 master weights."""
+    gradient_checkpointing: bool = False
+    """Recompute activations of the ControlNet and the frozen UNet in backward to save memory."""
+    num_threads: int | None = None
+    """torch intra-op threads on CPU; None keeps torch's default."""
+
+
+@dataclass
+class CheckpointConfig:
+    """Resumable checkpoints: accelerate state plus a diffusers-format `controlnet/` in each."""
+
+    every_n_steps: int = 500
+    total_limit: int | None = 3
+    """Keep at most this many checkpoint-N folders (oldest removed first); None keeps all."""
+    resume: str | None = None
+    """'latest' (the newest checkpoint in output_dir, or a fresh start when there is none) or a path."""
+
+
+@dataclass
+class LogConfig:
+    """Where losses and learning rate go. metrics.jsonl is always written."""
+
+    every_n_steps: int = 10
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "skinforge"
+    wandb_mode: Literal["online", "offline", "disabled"] = "offline"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    progress_bar: bool = True
+
+
+@dataclass
+class ValidationConfig:
+    """Images generated from fixed prompts and conditions during training, saved as a grid."""
+
+    every_n_steps: int = 0
+    """0 disables validation; otherwise runs every N steps and after the last step."""
+    prompts: list[str] = field(default_factory=list)
+    conditioning_images: list[str] = field(default_factory=list)
+    num_inference_steps: int = 20
+    guidance_scale: float = 5.0
+    seed: int = 0
+
+
+@dataclass
+class SkinforgeConfig:
+    """A whole training recipe."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(to_dict(self), sort_keys=False, allow_unicode=True)
+
+
+def _positive(problems: list[str], where: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        problems.append(f"{where} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _local_path_problems(config: SkinforgeConfig) -> list[str]:
+    """Paths that look local must exist; hub ids (org/name, not present locally) are left to diffusers."""
+    problems = []
+    for where, value in [("model.controlnet", config.model.controlnet), ("model.vae", config.model.vae)]:
+        looks_local = value and (value.startswith((".", "/", "~")) or Path(value).exists())
+        if looks_local and not Path(value).expanduser().is_dir():
+            problems.append(f"{where}: folder {value} does not exist")
+    base = config.model.base
+    if not base:
+        problems.append("model.base is required: a local SDXL diffusers folder or a hub id")
+    elif base.startswith((".", "/", "~")) and not (Path(base).expanduser() / "model_index.json").is_file():
+        problems.append(f"model.base: {base} is not a diffusers folder (no model_index.json)")
+    jsonl = config.data.train_jsonl
+    if not jsonl:
+        problems.append("data.train_jsonl is required")
+    elif not Path(jsonl).is_file():
+        problems.append(f"data.train_jsonl: {jsonl} does not exist")
+    for i, image in enumerate(config.validation.conditioning_images):
+        if not Path(image).is_file():
+            problems.append(f"validation.conditioning_images[{i}]: {image} does not exist")
+    return problems
+
+
+def validate(config: SkinforgeConfig, check_paths: bool = True) -> list[str]:
+    """Every semantic problem of a config, as messages naming the field."""
+    problems: list[str] = []
+    t, d, c, v = config.train, config.data, config.checkpoint, config.validation
+    _positive(problems, "data.resolution", d.resolution)
+    if d.resolution % 8:
+        problems.append(f"data.resolution must be a multiple of 8 (the VAE factor), got {d.resolution}")
+    if not 0.0 <= d.empty_prompt_prob <= 1.0:
+        problems.append(f"data.empty_prompt_prob must be in [0, 1], got {d.empty_prompt_prob}")
+    _positive(problems, "data.num_workers", d.num_workers, allow_zero=True)
+    if d.max_records is not None:
+        _positive(problems, "data.max_records", d.max_records)
+    for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "lr"):
+        _positive(problems, f"train.{name}", getattr(t, name))
+    for name in ("lr_warmup_steps", "weight_decay", "max_grad_norm"):
+        _positive(problems, f"train.{name}", getattr(t, name), allow_zero=True)
+    if t.num_threads is not None:
+        _positive(problems, "train.num_threads", t.num_threads)
+    if t.lr_warmup_steps > t.max_steps:
+        problems.append(
+            f"train.lr_warmup_steps ({t.lr_warmup_steps}) exceeds train.max_steps ({t.max_steps})"
+        )
+    _positive(problems, "checkpoint.every_n_steps", c.every_n_steps)
+    if c.total_limit is not None:
+        _positive(problems, "checkpoint.total_limit", c.total_limit)
+    _positive(problems, "log.every_n_steps", config.log.every_n_steps)
+    _positive(problems, "validation.every_n_steps", v.every_n_steps, allow_zero=True)
+    if v.every_n_steps and not v.prompts:
+        problems.append("validation.every_n_steps is set but validation.prompts is empty")
+    if len(v.prompts) != len(v.conditioning_images):
+        problems.append(
+            f"validation.prompts ({len(v.prompts)}) and validation.conditioning_images "
+            f"({len(v.conditioning_images)}) must have the same length"
+        )
+    if check_paths:
+        problems.extend(_local_path_problems(config))
+    return problems
+
+
+def load_config(
+    path: str | Path | None, overrides: Sequence[str] = (), check_paths: bool = True
+) -> SkinforgeConfig:
+    """Loads a YAML recipe, applies `section.key=value` overrides and validates everything at once."""
+    source = str(path) if path else "overrides"
+    tree = load_yaml(path) if path else {}
+    problems = apply_overrides(tree, overrides)
+    config = build_dataclass(SkinforgeConfig, tree, "", problems)
+    problems.extend(validate(config, check_paths=check_paths))
+    if problems:
+        raise ConfigError(problems, source)
+    return config

@@ -1,0 +1,34 @@
+"""SDXL prompt encoding: penultimate hidden states of both CLIP encoders, pooled output of the second."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+
+@torch.no_grad()
+def encode_prompts(
+    prompts: Sequence[str],
+    tokenizers: tuple[CLIPTokenizer, CLIPTokenizer],
+    text_encoders: tuple[CLIPTextModel, CLIPTextModelWithProjection],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompt_embeds [N, 77, C1+C2], pooled_embeds [N, P]), exactly as the SDXL pipeline builds them."""
+    hidden_states = []
+    pooled = None
+    for tokenizer, encoder in zip(tokenizers, text_encoders, strict=True):
+        ids = tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(encoder.device)
+        out = encoder(ids, output_hidden_states=True)
+        hidden_states.append(out.hidden_states[-2])
+        if isinstance(encoder, CLIPTextModelWithProjection):
+            pooled = out.text_embeds
+    if pooled is None:
+        raise ValueError("SDXL needs a CLIPTextModelWithProjection as one of its text encoders")
+    return torch.cat(hidden_states, dim=-1), pooled

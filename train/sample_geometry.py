@@ -1,0 +1,47 @@
+"""Resize-and-crop of a sample to the training size, remembering what SDXL's micro-conditioning needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """How one image was mapped to the square training canvas."""
+
+    original_size: tuple[int, int]
+    """(height, width) of the file on disk."""
+    crop_top_left: tuple[int, int]
+    """(top, left) of the crop in the resized image."""
+    resized_size: tuple[int, int]
+    target_size: tuple[int, int]
+
+    @classmethod
+    def centre_crop(cls, width: int, height: int, resolution: int) -> CropGeometry:
+        """Shorter side to `resolution`, then a centred square crop."""
+        scale = resolution / min(width, height)
+        new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
+        top, left = (new_h - resolution) // 2, (new_w - resolution) // 2
+        return cls((height, width), (top, left), (new_h, new_w), (resolution, resolution))
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        resized = image.resize(self.resized_size[::-1], Image.Resampling.BICUBIC)
+        top, left = self.crop_top_left
+        height, width = self.target_size
+        return resized.crop((left, top, left + width, top + height))
+
+    def time_ids(self) -> torch.Tensor:
+        """SDXL's add_time_ids: original size, crop top-left, target size."""
+        return torch.tensor(
+            [*self.original_size, *self.crop_top_left, *self.target_size], dtype=torch.float32
+        )
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float tensor [3, H, W] in [0, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()

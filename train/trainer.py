@@ -1,0 +1,294 @@
+"""The SDXL ControlNet trainer: `setup()`, `train()`, `cleanup()`, in the torchtune recipe style."""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
+from diffusers.optimization import get_scheduler
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from data.records import read_records
+from train.checkpointing import (
+    CONTROLNET_DIR,
+    TrainerState,
+    resolve_resume,
+    save_checkpoint,
+    save_controlnet,
+)
+from train.config import SkinforgeConfig
+from train.controlnet_dataset import ControlNetTrainDataset
+from train.distributed import check_one_job, step_generator
+from train.encoded_cache import CacheSpec, EncodedCache, build_encoded_cache
+from train.run_logging import MetricsLog, configure_logging
+from train.sdxl_models import build_controlnet, load_frozen_sdxl
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class ControlNetTrainer:
+    """Trains a ControlNet against a frozen SDXL UNet on cached latents and prompt embeddings."""
+
+    def __init__(self, config: SkinforgeConfig) -> None:
+        self.config = config
+        self.output_dir = Path(config.train.output_dir)
+        self.weight_dtype = DTYPES[config.train.mixed_precision]
+        self.state = TrainerState(step=0, micro_step=0, epoch=0, batches_into_epoch=0)
+
+    # ----------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        cfg = self.config
+        self.accelerator = self._make_accelerator()
+        configure_logging(cfg.log.level, self.accelerator.process_index)
+        check_one_job(self.accelerator)
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        set_seed(cfg.train.seed)
+        self.config_yaml = cfg.to_yaml()
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "skinforge.yaml").write_text(self.config_yaml, encoding="utf-8")
+        dataset = self._setup_data_and_models()
+        self._setup_optimization(dataset)
+        self._setup_trackers()
+        self._resume()
+
+    def _make_accelerator(self) -> Accelerator:
+        cfg = self.config
+        trackers = [
+            name for name, on in (("tensorboard", cfg.log.tensorboard), ("wandb", cfg.log.wandb)) if on
+        ]
+        return Accelerator(
+            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+            mixed_precision=cfg.train.mixed_precision,
+            log_with=trackers or None,
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
+            ),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=2))],
+        )
+
+    def _setup_data_and_models(self) -> ControlNetTrainDataset:
+        cfg = self.config
+        jsonl = Path(cfg.data.train_jsonl)
+        records = read_records(jsonl)[: cfg.data.max_records]
+        logger.info("Dataset %s: %d records", jsonl, len(records))
+        frozen = load_frozen_sdxl(cfg.model)
+        self.noise_scheduler: DDPMScheduler = frozen.noise_scheduler
+        spec = CacheSpec.create(
+            cfg.model.base, cfg.model.vae, jsonl, len(records), cfg.data.resolution, self.weight_dtype
+        )
+        cache_folder = build_encoded_cache(
+            records,
+            jsonl.parent,
+            spec,
+            frozen,
+            self.accelerator,
+            self.output_dir / "cache",
+            cfg.train.batch_size,
+        )
+        self.controlnet: ControlNetModel = build_controlnet(cfg.model, frozen.unet)
+        self.unet: UNet2DConditionModel = frozen.unet.to(self.accelerator.device)
+        if self.weight_dtype != torch.float32:
+            self.unet.to(dtype=self.weight_dtype)
+        del frozen  # the VAE and text encoders are not needed once the cache exists
+        if cfg.train.gradient_checkpointing:
+            self.controlnet.enable_gradient_checkpointing()
+            self.unet.enable_gradient_checkpointing()
+        cache = EncodedCache(cache_folder)
+        self.empty_prompt = cache.empty_prompt
+        return ControlNetTrainDataset(records, jsonl.parent, cfg.data.resolution, cache)
+
+    def _setup_optimization(self, dataset: ControlNetTrainDataset) -> None:
+        t = self.config.train
+        optimizer = torch.optim.AdamW(
+            self.controlnet.parameters(),
+            lr=t.lr,
+            betas=(t.adam_beta1, t.adam_beta2),
+            weight_decay=t.weight_decay,
+            eps=t.adam_epsilon,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=t.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.config.data.num_workers,
+            persistent_workers=self.config.data.num_workers > 0,
+        )
+        if len(loader) == 0:
+            raise ValueError(
+                f"data: {len(dataset)} records cannot fill one batch of train.batch_size={t.batch_size}"
+            )
+        n = self.accelerator.num_processes
+        scheduler = get_scheduler(
+            t.lr_scheduler,
+            optimizer,
+            num_warmup_steps=t.lr_warmup_steps * n,
+            num_training_steps=t.max_steps * n,
+        )
+        self.controlnet, self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
+            self.controlnet, optimizer, loader, scheduler
+        )
+
+    def _setup_trackers(self) -> None:
+        cfg = self.config
+        if self.accelerator.is_main_process:
+            self.metrics = MetricsLog(self.output_dir / "metrics.jsonl")
+            init_kwargs = (
+                {"wandb": {"mode": cfg.log.wandb_mode, "dir": str(self.output_dir)}} if cfg.log.wandb else {}
+            )
+            self.accelerator.init_trackers(cfg.log.wandb_project, init_kwargs=init_kwargs)
+
+    def _resume(self) -> None:
+        folder = resolve_resume(self.config.checkpoint.resume, self.output_dir)
+        if folder is None:
+            if self.config.checkpoint.resume:
+                logger.info(
+                    "checkpoint.resume=%s: no checkpoint yet, starting fresh", self.config.checkpoint.resume
+                )
+            return
+        self.accelerator.load_state(str(folder))
+        self.state = TrainerState.read(folder)
+        logger.info("Resumed from %s at step %d", folder, self.state.step)
+
+    # ----------------------------------------------------------------------------------- train
+    def train(self) -> None:
+        cfg = self.config
+        bar = tqdm(
+            total=cfg.train.max_steps,
+            initial=self.state.step,
+            desc="steps",
+            disable=not (self.accelerator.is_main_process and cfg.log.progress_bar),
+        )
+        while self.state.step < cfg.train.max_steps:
+            self.loader.set_epoch(self.state.epoch)
+            batches = self.accelerator.skip_first_batches(self.loader, self.state.batches_into_epoch)
+            for batch in batches:
+                losses = self._micro_step(batch)
+                if self.accelerator.sync_gradients:
+                    self.state.step += 1
+                    bar.update(1)
+                    self._after_step(losses, bar)
+                    if self.state.step >= cfg.train.max_steps:
+                        break
+            else:
+                self.state.epoch += 1
+                self.state.batches_into_epoch = 0
+        bar.close()
+
+    def _micro_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with self.accelerator.accumulate(self.controlnet):
+            losses = self.compute_losses(batch)
+            self.accelerator.backward(losses["total"])
+            if self.accelerator.sync_gradients and self.config.train.max_grad_norm > 0:
+                self.accelerator.clip_grad_norm_(
+                    self.controlnet.parameters(), self.config.train.max_grad_norm
+                )
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.state.micro_step += 1
+        self.state.batches_into_epoch += 1
+        return losses
+
+    def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Named losses of one micro-batch; `total` is what is back-propagated."""
+        latents = batch["latents"].to(self.weight_dtype)
+        generator = step_generator(
+            self.config.train.seed, self.accelerator.process_index, self.state.micro_step
+        )
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        bsz = latents.shape[0]
+        num_train = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, num_train, (bsz,), generator=generator).to(latents.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        prompt_embeds, pooled = self._drop_prompts(batch, generator)
+        added = {"text_embeds": pooled, "time_ids": batch["time_ids"].to(self.weight_dtype)}
+        condition = batch["conditioning_pixel_values"].to(self.weight_dtype)
+        with self.accelerator.autocast():
+            down, mid = self.controlnet(
+                noisy,
+                timesteps,
+                encoder_hidden_states=prompt_embeds,
+                added_cond_kwargs=added,
+                controlnet_cond=condition,
+                return_dict=False,
+            )
+            prediction = self.unet(
+                noisy,
+                timesteps,
+                encoder_hidden_states=prompt_embeds,
+                added_cond_kwargs=added,
+                down_block_additional_residuals=[s.to(self.weight_dtype) for s in down],
+                mid_block_additional_residual=mid.to(self.weight_dtype),
+                return_dict=False,
+            )[0]
+        target = self._target(latents, noise, timesteps)
+        diffusion = F.mse_loss(prediction.float(), target.float())
+        return {"diffusion": diffusion, "total": diffusion}
+
+    def _drop_prompts(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per step and sample, the empty prompt replaces the caption with data.empty_prompt_prob."""
+        embeds, pooled = batch["prompt_embeds"], batch["pooled_embeds"]
+        drop = torch.rand(embeds.shape[0], generator=generator) < self.config.data.empty_prompt_prob
+        if drop.any():
+            empty = self.empty_prompt
+            mask = drop.to(embeds.device)
+            embeds = torch.where(mask[:, None, None], empty["prompt_embeds"].to(embeds), embeds)
+            pooled = torch.where(mask[:, None], empty["pooled_embeds"].to(pooled), pooled)
+        return embeds.to(self.weight_dtype), pooled.to(self.weight_dtype)
+
+    def _target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        kind = self.noise_scheduler.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        raise ValueError(f"unsupported prediction_type {kind!r} in the base model's scheduler config")
+
+    def _after_step(self, losses: dict[str, torch.Tensor], bar: tqdm) -> None:
+        cfg, step = self.config, self.state.step
+        if step % cfg.log.every_n_steps == 0 or step == cfg.train.max_steps:
+            values = {
+                f"loss/{k}": self.accelerator.reduce(v.detach(), "mean").item() for k, v in losses.items()
+            }
+            values["lr"] = self.lr_scheduler.get_last_lr()[0]
+            if not all(math.isfinite(v) for v in values.values()):
+                raise FloatingPointError(f"non-finite loss at step {step}: {values}")
+            self.accelerator.log(values, step=step)
+            if self.accelerator.is_main_process:
+                self.metrics.write(step, values)
+                bar.set_postfix(loss=f"{values['loss/total']:.4f}")
+        if step % cfg.checkpoint.every_n_steps == 0 or step == cfg.train.max_steps:
+            save_checkpoint(
+                self.accelerator,
+                self.accelerator.unwrap_model(self.controlnet),
+                self.output_dir,
+                self.state,
+                self.config_yaml,
+                cfg.checkpoint.total_limit,
+            )
+
+    # --------------------------------------------------------------------------------- cleanup
+    def cleanup(self) -> Path:
+        """Saves the final ControlNet in diffusers format and closes the trackers."""
+        final = self.output_dir / CONTROLNET_DIR
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            save_controlnet(self.accelerator.unwrap_model(self.controlnet), final, self.config_yaml)
+            self.metrics.close()
+            logger.info("Final ControlNet saved to %s", final)
+        self.accelerator.end_training()
+        return final
