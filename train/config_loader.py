@@ -70,6 +70,15 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _to_float(value: int | str, where: str, problems: list[str]) -> Any:
+    """YAML 1.1 reads `1e-5` (no dot) as a string; users write learning rates that way, so accept it."""
+    try:
+        return float(value)
+    except ValueError:
+        problems.append(f"{where}: expected float, got str {value!r}")
+        return _INVALID
+
+
 def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     """Checks and converts one YAML value to the annotated type, appending problems."""
     origin = get_origin(tp)
@@ -96,8 +105,8 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         return build_dataclass(tp, value, where, problems)
     if tp is Any:
         return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if tp is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        return _to_float(value, where, problems)
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):

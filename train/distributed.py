@@ -20,8 +20,8 @@ def check_one_job(accelerator: Accelerator) -> None:
         raise LaunchError(
             f"{launched} processes were launched (WORLD_SIZE={launched}) but this one sees a job of "
             f"{accelerator.num_processes}: they did not join one distributed job. On CPU, set "
-            "ACCELERATE_USE_CPU=true and launch with --multi_gpu (see launch/accelerate/cpu_2proc.yaml); on GPUs, check that CUDA is "
-            "visible to every process."
+            "ACCELERATE_USE_CPU=true and launch with --multi_gpu (see launch/accelerate/cpu_2proc.yaml); "
+            "on GPUs, check that CUDA is visible to every process."
         )
 
 

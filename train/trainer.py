@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
@@ -28,6 +27,7 @@ from train.config import SkinforgeConfig
 from train.controlnet_dataset import ControlNetTrainDataset
 from train.distributed import check_one_job, step_generator
 from train.encoded_cache import CacheSpec, EncodedCache, build_encoded_cache
+from train.losses import diffusion_loss, diffusion_target, drop_prompts
 from train.run_logging import MetricsLog, configure_logging
 from train.sdxl_models import build_controlnet, load_frozen_sdxl
 
@@ -214,7 +214,14 @@ class ControlNetTrainer:
         num_train = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, num_train, (bsz,), generator=generator).to(latents.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        prompt_embeds, pooled = self._drop_prompts(batch, generator)
+        prompt_embeds, pooled = drop_prompts(
+            batch["prompt_embeds"],
+            batch["pooled_embeds"],
+            self.empty_prompt,
+            self.config.data.empty_prompt_prob,
+            generator,
+        )
+        prompt_embeds, pooled = prompt_embeds.to(self.weight_dtype), pooled.to(self.weight_dtype)
         added = {"text_embeds": pooled, "time_ids": batch["time_ids"].to(self.weight_dtype)}
         condition = batch["conditioning_pixel_values"].to(self.weight_dtype)
         with self.accelerator.autocast():
@@ -235,28 +242,9 @@ class ControlNetTrainer:
                 mid_block_additional_residual=mid.to(self.weight_dtype),
                 return_dict=False,
             )[0]
-        target = self._target(latents, noise, timesteps)
-        diffusion = F.mse_loss(prediction.float(), target.float())
+        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+        diffusion = diffusion_loss(prediction, target)
         return {"diffusion": diffusion, "total": diffusion}
-
-    def _drop_prompts(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per step and sample, the empty prompt replaces the caption with data.empty_prompt_prob."""
-        embeds, pooled = batch["prompt_embeds"], batch["pooled_embeds"]
-        drop = torch.rand(embeds.shape[0], generator=generator) < self.config.data.empty_prompt_prob
-        if drop.any():
-            empty = self.empty_prompt
-            mask = drop.to(embeds.device)
-            embeds = torch.where(mask[:, None, None], empty["prompt_embeds"].to(embeds), embeds)
-            pooled = torch.where(mask[:, None], empty["pooled_embeds"].to(pooled), pooled)
-        return embeds.to(self.weight_dtype), pooled.to(self.weight_dtype)
-
-    def _target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        kind = self.noise_scheduler.config.prediction_type
-        if kind == "epsilon":
-            return noise
-        if kind == "v_prediction":
-            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        raise ValueError(f"unsupported prediction_type {kind!r} in the base model's scheduler config")
 
     def _after_step(self, losses: dict[str, torch.Tensor], bar: tqdm) -> None:
         cfg, step = self.config, self.state.step

@@ -1,0 +1,186 @@
+"""The trainer in-process on the tiny SDXL: it learns, leaves the frozen parts alone and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from diffusers import ControlNetModel, UNet2DConditionModel
+
+from data.records import DatasetError
+from train.config import load_config
+from train.distributed import step_generator
+from train.losses import drop_prompts
+from train.trainer import ControlNetTrainer
+
+CONFIG = "configs/fill_tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state() -> Iterator[None]:
+    """Each run builds its own Accelerator; the process-wide state must not leak between tests."""
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def run_training(overrides: list[str]) -> ControlNetTrainer:
+    trainer = ControlNetTrainer(load_config(CONFIG, overrides))
+    trainer.setup()
+    trainer.train()
+    trainer.cleanup()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return trainer
+
+
+def state_dicts_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k].float(), b[k].float()) for k in a)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_updates_the_controlnet_and_nothing_frozen(
+    tiny_sdxl_dir: Path, tiny_overrides: list[str]
+) -> None:
+    run = Path(tiny_overrides[3].split("=", 1)[1])
+    trainer = run_training([*tiny_overrides, "train.max_steps=3", "log.every_n_steps=1"])
+
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all(torch.isfinite(torch.tensor(m["loss/total"])) for m in metrics)
+
+    unet_on_disk = UNet2DConditionModel.from_pretrained(tiny_sdxl_dir, subfolder="unet")
+    assert state_dicts_equal(trainer.unet.state_dict(), unet_on_disk.state_dict())
+    initial = ControlNetModel.from_unet(unet_on_disk).state_dict()
+    trained = ControlNetModel.from_pretrained(run / "controlnet").state_dict()
+    changed = [k for k in initial if not torch.equal(initial[k], trained[k])]
+    assert len(changed) > len(initial) // 2, "most ControlNet tensors should have moved"
+
+    checkpoint = run / "checkpoint-3"
+    assert (checkpoint / "trainer_state.json").is_file()
+    in_checkpoint = ControlNetModel.from_pretrained(checkpoint / "controlnet").state_dict()
+    assert state_dicts_equal(in_checkpoint, trained)
+    assert "model:" in (run / "controlnet" / "skinforge.yaml").read_text()
+
+
+def test_resume_continues_exactly_and_rotation_keeps_the_limit(
+    tiny_overrides: list[str], tmp_path: Path
+) -> None:
+    straight = tmp_path / "straight"
+    resumed = tmp_path / "resumed"
+    common = [
+        *tiny_overrides,
+        "checkpoint.every_n_steps=2",
+        "checkpoint.total_limit=1",
+        "log.every_n_steps=1",
+    ]
+    run_training([*common, f"train.output_dir={straight}", "train.max_steps=4"])
+    run_training([*common, f"train.output_dir={resumed}", "train.max_steps=2"])
+    trainer = run_training(
+        [*common, f"train.output_dir={resumed}", "train.max_steps=4", "checkpoint.resume=latest"]
+    )
+
+    assert trainer.state.step == 4
+    assert [m["step"] for m in read_metrics(resumed)] == [1, 2, 3, 4]
+    assert sorted(p.name for p in resumed.glob("checkpoint-*")) == ["checkpoint-4"]
+    a = ControlNetModel.from_pretrained(straight / "controlnet").state_dict()
+    b = ControlNetModel.from_pretrained(resumed / "controlnet").state_dict()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-6, f"resumed run drifted from the uninterrupted one by {worst}"
+
+
+def test_resume_from_an_explicit_path_and_a_missing_one(tiny_overrides: list[str], tmp_path: Path) -> None:
+    run = Path(tiny_overrides[3].split("=", 1)[1])
+    run_training(
+        [*tiny_overrides, "train.max_steps=2", "checkpoint.every_n_steps=1", "checkpoint.total_limit=null"]
+    )
+    trainer = run_training(
+        [*tiny_overrides, "train.max_steps=3", f"checkpoint.resume={run / 'checkpoint-1'}"]
+    )
+    assert trainer.state.step == 3
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        run_training([*tiny_overrides, f"checkpoint.resume={tmp_path / 'nowhere'}"])
+
+
+def test_finetune_starts_from_the_given_controlnet(
+    tiny_controlnet_dir: Path, tiny_overrides: list[str]
+) -> None:
+    trainer = ControlNetTrainer(
+        load_config(CONFIG, [*tiny_overrides, f"model.controlnet={tiny_controlnet_dir}"])
+    )
+    trainer.setup()
+    start = trainer.accelerator.unwrap_model(trainer.controlnet).state_dict()
+    assert state_dicts_equal(start, ControlNetModel.from_pretrained(tiny_controlnet_dir).state_dict())
+
+
+def test_bf16_accumulation_and_checkpointing_run_on_cpu(tiny_overrides: list[str]) -> None:
+    run = Path(tiny_overrides[3].split("=", 1)[1])
+    trainer = run_training(
+        [
+            *tiny_overrides,
+            "train.max_steps=2",
+            "train.mixed_precision=bf16",
+            "train.gradient_checkpointing=true",
+            "train.gradient_accumulation_steps=2",
+            "log.every_n_steps=1",
+        ]
+    )
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(m["loss/total"])) for m in metrics)
+    assert trainer.state.micro_step == 4
+    assert trainer.unet.dtype == torch.bfloat16
+    master = trainer.accelerator.unwrap_model(trainer.controlnet)
+    assert all(p.dtype == torch.float32 for p in master.parameters())
+
+
+def test_encoded_cache_is_reused_by_a_second_run(tiny_overrides: list[str]) -> None:
+    run = Path(tiny_overrides[3].split("=", 1)[1])
+    run_training([*tiny_overrides, "train.max_steps=1"])
+    shards = sorted(run.glob("cache/*/shard-*.safetensors"))
+    assert len(shards) == 1
+    stamp = shards[0].stat().st_mtime_ns
+    run_training([*tiny_overrides, "train.max_steps=2", "checkpoint.resume=latest"])
+    assert shards[0].stat().st_mtime_ns == stamp
+
+
+def test_a_bad_dataset_stops_setup_with_every_bad_line(tiny_overrides: list[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"text": "a", "image": "missing.png", "conditioning_image": "missing_c.png"}\n{"txt": "b"}\n',
+        encoding="utf-8",
+    )
+    trainer = ControlNetTrainer(load_config(CONFIG, [*tiny_overrides, f"data.train_jsonl={bad}"]))
+    with pytest.raises(DatasetError) as info:
+        trainer.setup()
+    message = str(info.value)
+    assert f"{bad}:1: image" in message
+    assert f"{bad}:2:" in message and "did you mean 'text'" in message
+
+
+def test_prompt_dropout_is_drawn_per_call() -> None:
+    embeds, pooled = torch.ones(64, 3, 4), torch.ones(64, 5)
+    empty = {"prompt_embeds": torch.zeros(3, 4), "pooled_embeds": torch.zeros(5)}
+    kept, kept_pooled = drop_prompts(embeds, pooled, empty, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(kept, embeds) and torch.equal(kept_pooled, pooled)
+    all_dropped, _ = drop_prompts(embeds, pooled, empty, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(all_dropped, torch.zeros_like(embeds))
+    first, _ = drop_prompts(embeds, pooled, empty, 0.5, step_generator(0, 0, 1))
+    second, _ = drop_prompts(embeds, pooled, empty, 0.5, step_generator(0, 0, 2))
+    dropped_first = (first.sum(dim=(1, 2)) == 0).tolist()
+    assert 10 < sum(dropped_first) < 54
+    assert dropped_first != (second.sum(dim=(1, 2)) == 0).tolist()
+
+
+def test_noise_differs_per_rank_and_repeats_per_step() -> None:
+    def draw(rank: int, step: int) -> torch.Tensor:
+        return torch.randn(8, generator=step_generator(7, rank, step))
+
+    assert torch.equal(draw(0, 5), draw(0, 5))
+    assert not torch.equal(draw(0, 5), draw(1, 5))
+    assert not torch.equal(draw(0, 5), draw(0, 6))

@@ -1,0 +1,41 @@
+"""Loss pieces of a training step, each a plain function of tensors so they can be tested alone."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+
+def drop_prompts(
+    embeds: torch.Tensor,
+    pooled: torch.Tensor,
+    empty: dict[str, torch.Tensor],
+    prob: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replaces each sample's prompt by the empty prompt with probability `prob`, drawn anew every step."""
+    drop = torch.rand(embeds.shape[0], generator=generator) < prob
+    if not drop.any():
+        return embeds, pooled
+    mask = drop.to(embeds.device)
+    embeds = torch.where(mask[:, None, None], empty["prompt_embeds"].to(embeds), embeds)
+    pooled = torch.where(mask[:, None], empty["pooled_embeds"].to(pooled), pooled)
+    return embeds, pooled
+
+
+def diffusion_target(
+    scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """What the UNet should predict under the base model's parameterisation."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"unsupported prediction_type {kind!r} in the base model's scheduler config")
+
+
+def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE in fp32, whatever precision the forward pass ran in."""
+    return F.mse_loss(prediction.float(), target.float())
