@@ -24,11 +24,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["atomic_save_image", "atomic_write", "atomic_write_json", "atomic_write_text"]
 
 
-def _current_umask() -> int:
-    """Return the process umask (there is no read-only API, so set and restore it)."""
-    mask = os.umask(0)
+def _read_umask() -> int:
+    """Return the process umask. There is no read-only API, so it is set and restored; that is only
+    safe before other threads create files, hence it runs once, at import."""
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -76,7 +80,7 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
             os.fsync(handle.fileno())
         # NamedTemporaryFile creates 0600 files; give the result normal permissions so shared
         # datasets stay readable by other users/containers.
-        os.chmod(tmp_path, 0o666 & ~_current_umask())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

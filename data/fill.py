@@ -121,12 +121,14 @@ def _check_args(resolution: int, seed: int, index: int = 0) -> None:
 
 
 def _circle(rng: np.random.Generator, resolution: int) -> tuple[int, int, int]:
-    """Centre and radius of a circle fully inside the image (so its whole outline is visible)."""
-    width = outline_width(resolution)
-    r_min = max(4 * width, resolution // 10)
-    r_max = max(r_min, resolution * 3 // 8)
+    """Centre and radius of a circle inside the image with a margin of one outline width, so the
+    whole outline is visible and background surrounds it on every side."""
+    margin = outline_width(resolution)
+    r_min = max(4 * margin, resolution // 10)
+    r_max = max(r_min, min(resolution * 3 // 8, (resolution - 1) // 2 - margin))
     radius = int(rng.integers(r_min, r_max, endpoint=True))
-    cx, cy = (int(v) for v in rng.integers(radius, resolution - 1 - radius, size=2, endpoint=True))
+    low, high = radius + margin, resolution - 1 - radius - margin
+    cx, cy = (int(v) for v in rng.integers(low, high, size=2, endpoint=True))
     return cx, cy, radius
 
 

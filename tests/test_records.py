@@ -234,7 +234,9 @@ def test_atomic_writers_replace_and_create_parents(tmp_path: Path) -> None:
     atomic_write_text(text_path, "héllo")
     atomic_write_text(text_path, "world")
     assert text_path.read_text(encoding="utf-8") == "world"
-    assert text_path.stat().st_mode & 0o777 != 0o600, "temp-file permissions must not leak"
+    reference = tmp_path / "reference.txt"
+    reference.write_text("")
+    assert text_path.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777, "not the temp file's 0600"
 
     json_path = tmp_path / "meta.json"
     atomic_write_json(json_path, {"名": [1, 2.5]})

@@ -1,0 +1,67 @@
+"""Real `accelerate launch` subprocesses: two CPU ranks form one job, and a broken launch is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+pytestmark = pytest.mark.slow
+
+
+def launch(
+    script: Path, args: list[str], env_extra: dict[str, str], port: int
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}
+    command = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(ROOT / "launch/accelerate/cpu_2proc.yaml"),
+        "--main_process_port",
+        str(port),
+        str(script),
+        *args,
+    ]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_cpu_ranks_train_one_model_on_different_data(tiny_overrides: list[str]) -> None:
+    run = Path(tiny_overrides[3].split("=", 1)[1])
+    overrides = [*tiny_overrides, "train.max_steps=3", "train.num_threads=1", "checkpoint.every_n_steps=2"]
+    result = launch(
+        ROOT / "tests/launch_probe.py",
+        ["configs/fill_tiny.yaml", *overrides],
+        {"ACCELERATE_USE_CPU": "true"},
+        port=29531,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    probes = [json.loads((run / f"probe-rank{r}.json").read_text()) for r in (0, 1)]
+    assert [p["world"] for p in probes] == [2, 2]
+    assert probes[0]["digest"] == probes[1]["digest"], "ranks ended with different weights"
+    seen0, seen1 = set(probes[0]["seen"]), set(probes[1]["seen"])
+    assert len(probes[0]["seen"]) == len(probes[1]["seen"]) == 3 * 2
+    assert not seen0 & seen1, f"both ranks trained on records {sorted(seen0 & seen1)}"
+    assert sorted((run / "checkpoint-3").glob("random_states_*.pkl"))[-1].name == "random_states_1.pkl"
+    assert len(list(run.glob("cache/*/shard-*-of-00002.safetensors"))) == 2
+
+
+def test_processes_that_do_not_form_one_job_are_refused(tiny_overrides: list[str]) -> None:
+    run = Path(tiny_overrides[3].split("=", 1)[1])
+    env = {"ACCELERATE_USE_CPU": "false"}
+    result = launch(
+        ROOT / "train/train_controlnet_sdxl.py",
+        ["--config", "configs/fill_tiny.yaml", *tiny_overrides, "train.max_steps=1"],
+        env,
+        port=29532,
+    )
+    assert result.returncode != 0
+    assert "did not join one distributed job" in result.stderr
+    assert not (run / "controlnet").exists()
