@@ -10,6 +10,7 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from diffusers import ControlNetModel, UNet2DConditionModel
+from PIL import Image
 
 from data.records import DatasetError
 from train.config import load_config
@@ -184,3 +185,25 @@ def test_noise_differs_per_rank_and_repeats_per_step() -> None:
     assert torch.equal(draw(0, 5), draw(0, 5))
     assert not torch.equal(draw(0, 5), draw(1, 5))
     assert not torch.equal(draw(0, 5), draw(0, 6))
+
+
+def test_validation_grids_are_saved_and_logged(tiny_overrides: list[str], fill_jsonl: Path) -> None:
+    run = Path(tiny_overrides[3].split("=", 1)[1])
+    conditions = [fill_jsonl.parent / f"conditioning_images/0000{i}.png" for i in (0, 1)]
+    run_training(
+        [
+            *tiny_overrides,
+            "train.max_steps=3",
+            "train.mixed_precision=bf16",
+            "log.tensorboard=true",
+            "validation.every_n_steps=2",
+            "validation.num_inference_steps=2",
+            "validation.prompts=[red circle, blue circle]",
+            f"validation.conditioning_images=[{conditions[0]}, {conditions[1]}]",
+        ]
+    )
+    grids = sorted(p.name for p in (run / "validation").glob("*.png"))
+    assert grids == ["step-000002.png", "step-000003.png"]
+    with Image.open(run / "validation" / grids[0]) as grid:
+        assert grid.width > 2 * 64 and grid.height > 2 * 64
+    assert list((run / "logs").rglob("events.out.tfevents.*"))

@@ -30,6 +30,7 @@ from train.encoded_cache import CacheSpec, EncodedCache, build_encoded_cache
 from train.losses import diffusion_loss, diffusion_target, drop_prompts
 from train.run_logging import MetricsLog, configure_logging
 from train.sdxl_models import build_controlnet, load_frozen_sdxl
+from train.validation import TrainingValidator
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class ControlNetTrainer:
         dataset = self._setup_data_and_models()
         self._setup_optimization(dataset)
         self._setup_trackers()
+        self.validator = TrainingValidator(
+            cfg.validation, cfg.model.base, cfg.data.resolution, self.output_dir
+        )
         self._resume()
 
     def _make_accelerator(self) -> Accelerator:
@@ -268,6 +272,11 @@ class ControlNetTrainer:
                 self.config_yaml,
                 cfg.checkpoint.total_limit,
             )
+        if self.validator.due(step, cfg.train.max_steps):
+            if self.accelerator.is_main_process:
+                controlnet = self.accelerator.unwrap_model(self.controlnet)
+                self.validator.run(step, controlnet, self.unet, self.accelerator)
+            self.accelerator.wait_for_everyone()
 
     # --------------------------------------------------------------------------------- cleanup
     def cleanup(self) -> Path:
