@@ -88,6 +88,18 @@ def _not_a_checkpoint(path: Path, reason: str) -> ValueError:
     )
 
 
+def _missing_reason(folder: Path) -> str:
+    """Why ``folder`` was refused; a run without final weights gets its checkpoints listed instead."""
+    inside = sorted(
+        (p for p in folder.glob("checkpoint-*") if p.is_dir()), key=lambda p: _step_of(p.name) or -1
+    )
+    if inside:
+        return (
+            f"no final ControlNet yet, but it holds {', '.join(p.name for p in inside)} (pass one of those)"
+        )
+    return "no ControlNet config.json found"
+
+
 def resolve_checkpoint(path: str | Path) -> ControlNetSource:
     """Resolve a run folder, ``checkpoint-N`` folder or bare ControlNet folder to a ControlNetSource.
 
@@ -107,7 +119,7 @@ def resolve_checkpoint(path: str | Path) -> ControlNetSource:
         controlnet_dir = folder
         owner = folder.parent if folder.name == CONTROLNET_SUBDIR else folder
     else:
-        raise _not_a_checkpoint(folder, "no ControlNet config.json found")
+        raise _not_a_checkpoint(folder, _missing_reason(folder))
     base = _find_base([owner, controlnet_dir])
     source = ControlNetSource(owner.name, controlnet_dir, base, _step_of(owner.name))
     logger.debug("resolved %s -> %s", path, source)

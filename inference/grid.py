@@ -35,12 +35,16 @@ def _fit(image: Image.Image, cell: int) -> Image.Image:
     scale = cell / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     canvas = Image.new("RGB", (cell, cell), BACKGROUND)
-    resized = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    # Upscaled pixels stay sharp squares (judging small labels needs the real pixels); downscaling smooths.
+    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+    resized = image.convert("RGB").resize(size, resample)
     canvas.paste(resized, ((cell - size[0]) // 2, (cell - size[1]) // 2))
     return canvas
 
 
-def _shorten(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> str:
+def _shorten(
+    draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int
+) -> str:
     """``text`` cut (with an ellipsis) so it fits ``width`` pixels; long run names are common."""
     if draw.textlength(text, font=font) <= width:
         return text
@@ -67,6 +71,8 @@ def make_grid(
     if cell < 1:
         raise ValueError(f"cell must be >= 1, got {cell}")
     n_columns = len(column_titles)
+    if n_columns == 0:
+        raise ValueError("a grid needs at least one column title")
     for index, row in enumerate(rows):
         if len(row) != n_columns:
             raise ValueError(f"row {index} has {len(row)} cells but there are {n_columns} column titles")

@@ -63,11 +63,11 @@ def load_pipeline(
     the trainer is still optimising.
     """
     if not isinstance(controlnet, ControlNetModel):
-        controlnet = ControlNetModel.from_pretrained(str(controlnet), torch_dtype=dtype)
+        controlnet = ControlNetModel.from_pretrained(str(controlnet), dtype=dtype)
     components: dict[str, object] = {"controlnet": controlnet}
     if unet is not None:
         components["unet"] = unet
-    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(str(base), torch_dtype=dtype, **components)
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(str(base), dtype=dtype, **components)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -81,7 +81,7 @@ def swap_controlnet(
     A folder is loaded in the dtype of the pipeline's UNet and moved to its device.
     """
     if not isinstance(controlnet, ControlNetModel):
-        controlnet = ControlNetModel.from_pretrained(str(controlnet), torch_dtype=pipe.unet.dtype)
+        controlnet = ControlNetModel.from_pretrained(str(controlnet), dtype=pipe.unet.dtype)
         controlnet.to(pipe.device)
     pipe.register_modules(controlnet=controlnet)
     return pipe
@@ -99,7 +99,9 @@ def output_size(condition: Image.Image, settings: GenerationSettings) -> tuple[i
     return width, height
 
 
-def _batches(indices: Sequence[int], sizes: Sequence[tuple[int, int]], batch_size: int) -> Iterator[list[int]]:
+def _batches(
+    indices: Sequence[int], sizes: Sequence[tuple[int, int]], batch_size: int
+) -> Iterator[list[int]]:
     """Consecutive runs of indices with the same output size, at most ``batch_size`` long.
 
     One pipeline call makes one size, so a size change starts a new batch.

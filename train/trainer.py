@@ -15,8 +15,10 @@ from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from data.atomic import atomic_write_text
 from data.records import read_records
 from train.checkpointing import (
+    CONFIG_FILE,
     CONTROLNET_DIR,
     TrainerState,
     resolve_resume,
@@ -58,7 +60,7 @@ class ControlNetTrainer:
         self.config_yaml = cfg.to_yaml()
         if self.accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "skinforge.yaml").write_text(self.config_yaml, encoding="utf-8")
+            atomic_write_text(self.output_dir / CONFIG_FILE, self.config_yaml)
         dataset = self._setup_data_and_models()
         self._setup_optimization(dataset)
         self._setup_trackers()
