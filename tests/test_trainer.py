@@ -15,7 +15,7 @@ from PIL import Image
 from data.records import DatasetError
 from train.config import load_config
 from train.distributed import step_generator
-from train.losses import drop_prompts
+from train.losses import diffusion_target, drop_prompts
 from train.trainer import ControlNetTrainer
 
 CONFIG = "configs/fill_tiny.yaml"
@@ -207,3 +207,28 @@ def test_validation_grids_are_saved_and_logged(tiny_overrides: list[str], fill_j
     with Image.open(run / "validation" / grids[0]) as grid:
         assert grid.width > 2 * 64 and grid.height > 2 * 64
     assert list((run / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_fp16_on_cpu_is_refused_with_a_clear_message(tiny_overrides: list[str]) -> None:
+    trainer = ControlNetTrainer(load_config(CONFIG, [*tiny_overrides, "train.mixed_precision=fp16"]))
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is valid where CUDA is available")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        trainer.setup()
+
+
+def test_targets_follow_the_prediction_type(tiny_sdxl_dir: Path) -> None:
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_pretrained(tiny_sdxl_dir, subfolder="scheduler")
+    latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    timesteps = torch.tensor([10, 900])
+    assert torch.equal(diffusion_target(scheduler, latents, noise, timesteps), noise)
+    v_scheduler = DDPMScheduler.from_config(scheduler.config, prediction_type="v_prediction")
+    alpha = v_scheduler.alphas_cumprod[timesteps].sqrt()[:, None, None, None]
+    sigma = (1 - v_scheduler.alphas_cumprod[timesteps]).sqrt()[:, None, None, None]
+    expected = alpha * noise - sigma * latents
+    assert torch.allclose(diffusion_target(v_scheduler, latents, noise, timesteps), expected, atol=1e-6)
+    sample_scheduler = DDPMScheduler.from_config(scheduler.config, prediction_type="sample")
+    with pytest.raises(ValueError, match="unsupported prediction_type 'sample'"):
+        diffusion_target(sample_scheduler, latents, noise, timesteps)

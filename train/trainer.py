@@ -54,6 +54,10 @@ class ControlNetTrainer:
         self.accelerator = self._make_accelerator()
         configure_logging(cfg.log.level, self.accelerator.process_index)
         check_one_job(self.accelerator)
+        if cfg.train.mixed_precision == "fp16" and self.accelerator.device.type == "cpu":
+            raise ValueError(
+                "train.mixed_precision=fp16 needs a CUDA device (CPU autocast has no fp16); use bf16"
+            )
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         set_seed(cfg.train.seed)
