@@ -111,3 +111,11 @@ def test_saved_yaml_round_trips(tmp_path: Path) -> None:
 def test_missing_config_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_entry_point_reports_config_problems_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from train.train_controlnet_sdxl import main
+
+    assert main(["--config", "configs/fill_tiny.yaml", "train.lr=0", "trian.x=1"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr must be > 0, got 0.0" in err and "did you mean 'train'" in err
