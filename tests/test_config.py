@@ -119,3 +119,8 @@ def test_entry_point_reports_config_problems_and_exits_2(capsys: pytest.CaptureF
     assert main(["--config", "configs/fill_tiny.yaml", "train.lr=0", "trian.x=1"]) == 2
     err = capsys.readouterr().err
     assert "train.lr must be > 0, got 0.0" in err and "did you mean 'train'" in err
+
+
+def test_bare_no_is_the_string_no() -> None:
+    config = load_config("configs/keyboard_1024.yaml", ["train.mixed_precision=no"], check_paths=False)
+    assert config.train.mixed_precision == "no"

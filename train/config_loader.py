@@ -89,6 +89,8 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _convert(value, inner[0], where, problems) if len(inner) == 1 else value
     if origin is Literal:
+        if value is False and "no" in get_args(tp):
+            value = "no"  # YAML 1.1 reads a bare `no` (mixed_precision: no) as False
         if value not in get_args(tp):
             choices = ", ".join(repr(a) for a in get_args(tp))
             problems.append(f"{where}: {value!r} is not one of {choices}")
