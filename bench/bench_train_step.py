@@ -303,7 +303,7 @@ def our_trainer(model: Path, jsonl: Path, steps: int) -> Trainer:
         "train.batch_size": BATCH,
         "data.resolution": RESOLUTION,
         "train.num_threads": THREADS,
-        "train.mixed_precision": "'no'",  # quoted: YAML 1.1 reads a bare `no` as False
+        "train.mixed_precision": "'no'",  # quoted: YAML 1.1 reads a bare `no` as False (older loaders)
         "checkpoint.every_n_steps": 1000,
         "log.every_n_steps": 1,
         "log.progress_bar": "false",

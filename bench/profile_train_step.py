@@ -1,11 +1,13 @@
 """Where a training step's time goes, ours vs the diffusers reference, measured the same way for both.
 
-Runs each trainer once (the setup of `bench_train_step.py`: tiny SDXL, 128 px, batch 4, fp32, 2 threads)
-with a profiling `sitecustomize.py` that wraps, at class level and before either script builds anything,
-the calls both trainers make: DataLoader `__next__`, `AutoencoderKL.encode`, `ControlNetModel.forward`,
-`UNet2DConditionModel.forward`, `Accelerator.backward`, `Accelerator.clip_grad_norm_`, the optimizer step
-(global pre/post hooks) and `Optimizer.zero_grad`. Wall time inside each is summed over the steps after
-the warm-up; "other" is the rest of the step-to-step interval (noise sampling, logging, loss, Python).
+Runs each trainer `--repeats` times (the setup of `bench_train_step.py`: tiny SDXL, 128 px, batch 4,
+fp32, 2 threads) with a profiling `sitecustomize.py` that wraps, at class level and before either
+script builds anything, the calls both trainers make: DataLoader `__next__`, `AutoencoderKL.encode`,
+`ControlNetModel.forward`, `UNet2DConditionModel.forward`, `Accelerator.backward`,
+`Accelerator.clip_grad_norm_`, the optimizer step (global pre/post hooks) and `Optimizer.zero_grad`.
+Wall time inside each is summed over the steps after the warm-up; "other" is the rest of the
+step-to-step interval (noise sampling, logging, loss, Python). The table shows per-phase medians over
+the runs: on a VM whose speed drifts, compare shares.
 
 The wrappers add a little overhead per call, so use `bench_train_step.py` for the step time itself.
 
@@ -131,7 +133,7 @@ def profile(trainer: Trainer, work: Path, preload: Path, max_busy: float, label:
 
 def profile_repeated(
     trainers: Sequence[Trainer], args: argparse.Namespace, work: Path, preload: Path
-) -> dict:
+) -> dict[str, dict[str, float]]:
     """Per-phase medians over --repeats runs of each trainer, alternating which goes first."""
     runs: dict[str, list[dict[str, float]]] = {t.name: [] for t in trainers}
     for repeat in range(args.repeats):
@@ -144,7 +146,8 @@ def profile_repeated(
     }
 
 
-def render(results: dict[str, dict]) -> None:
+def render(results: dict[str, dict[str, float]]) -> None:
+    """Milliseconds per step and share of the step, one column per trainer."""
     from rich.console import Console
     from rich.table import Table
 
