@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from data.atomic import atomic_save_image, atomic_write_json
 from data.records import DatasetError, Record, RecordProblem, resolve_path, scan_records
-from inference.checkpoints import CONTROLNET_SUBDIR, ControlNetSource, resolve_checkpoint
+from inference.checkpoints import CONTROLNET_DIR, ControlNetSource, resolve_checkpoint
 from inference.grid import make_grid
 from inference.pipeline import GenerationSettings, generate, load_pipeline, swap_controlnet
 
@@ -108,7 +108,7 @@ def _load_samples(data: Path, limit: int | None) -> list[_Sample]:
 def _owner(source: ControlNetSource) -> Path:
     """The run or checkpoint folder a ControlNet belongs to (itself when it is a bare folder)."""
     folder = source.controlnet_dir
-    return folder.parent if folder.name == CONTROLNET_SUBDIR else folder
+    return folder.parent if folder.name == CONTROLNET_DIR else folder
 
 
 def _unique_names(sources: list[ControlNetSource]) -> list[ControlNetSource]:

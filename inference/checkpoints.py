@@ -17,12 +17,12 @@ from pathlib import Path
 
 import yaml
 
+from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["CONFIG_FILE", "CONTROLNET_SUBDIR", "ControlNetSource", "resolve_checkpoint"]
+__all__ = ["CONFIG_FILE", "CONTROLNET_DIR", "ControlNetSource", "resolve_checkpoint"]
 
-CONFIG_FILE = "skinforge.yaml"
-CONTROLNET_SUBDIR = "controlnet"
 CONTROLNET_CLASS = "ControlNetModel"
 _STEP_RE = re.compile(r"checkpoint-(\d+)")
 
@@ -84,7 +84,7 @@ def _step_of(name: str) -> int | None:
 def _not_a_checkpoint(path: Path, reason: str) -> ValueError:
     return ValueError(
         f"{path} is not a ControlNet checkpoint: {reason}; expected a run or checkpoint folder with "
-        f"{CONTROLNET_SUBDIR}/config.json, or a folder whose config.json is a {CONTROLNET_CLASS}"
+        f"{CONTROLNET_DIR}/config.json, or a folder whose config.json is a {CONTROLNET_CLASS}"
     )
 
 
@@ -113,11 +113,11 @@ def resolve_checkpoint(path: str | Path) -> ControlNetSource:
     if not folder.is_dir():
         raise _not_a_checkpoint(folder, "it is not a folder")
     folder = folder.absolute()
-    if _is_controlnet_folder(folder / CONTROLNET_SUBDIR):
-        controlnet_dir, owner = folder / CONTROLNET_SUBDIR, folder
+    if _is_controlnet_folder(folder / CONTROLNET_DIR):
+        controlnet_dir, owner = folder / CONTROLNET_DIR, folder
     elif _is_controlnet_folder(folder):
         controlnet_dir = folder
-        owner = folder.parent if folder.name == CONTROLNET_SUBDIR else folder
+        owner = folder.parent if folder.name == CONTROLNET_DIR else folder
     else:
         raise _not_a_checkpoint(folder, _missing_reason(folder))
     base = _find_base([owner, controlnet_dir])

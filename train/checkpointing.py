@@ -19,13 +19,12 @@ from accelerate import Accelerator
 from diffusers import ControlNetModel
 
 from data.atomic import atomic_write_json, atomic_write_text
+from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
-CONFIG_FILE = "skinforge.yaml"
-CONTROLNET_DIR = "controlnet"
 
 
 @dataclass

@@ -18,8 +18,6 @@ from tqdm.auto import tqdm
 from data.atomic import atomic_write_text
 from data.records import read_records
 from train.checkpointing import (
-    CONFIG_FILE,
-    CONTROLNET_DIR,
     TrainerState,
     resolve_resume,
     save_checkpoint,
@@ -30,6 +28,7 @@ from train.controlnet_dataset import ControlNetTrainDataset
 from train.distributed import check_one_job, step_generator
 from train.encoded_cache import CacheSpec, EncodedCache, build_encoded_cache
 from train.losses import diffusion_loss, diffusion_target, drop_prompts
+from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
 from train.run_logging import MetricsLog, configure_logging
 from train.sdxl_models import build_controlnet, load_frozen_sdxl
 from train.validation import TrainingValidator

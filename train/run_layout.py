@@ -1,0 +1,9 @@
+"""File names of a run folder, shared by the trainer that writes them and inference that reads them.
+
+Kept free of heavy imports so `python -m inference` can check paths before loading torch.
+"""
+
+CONFIG_FILE = "skinforge.yaml"
+"""The resolved config, in the run folder, in each checkpoint and in each saved controlnet/."""
+CONTROLNET_DIR = "controlnet"
+"""The diffusers-format ControlNet inside a checkpoint or a run folder."""
