@@ -293,9 +293,10 @@ def prepare_reference(reference: Path, into: Path) -> tuple[Path, list[str]]:
 # ------------------------------------------------------------------------------------------- commands
 
 
-def our_trainer(model: Path, jsonl: Path, steps: int) -> Trainer:
-    """Our trainer with the issue's overrides. TensorBoard stays on, because the reference always logs to it
-    (its `--report_to` defaults to tensorboard and has no off value); both log loss and lr every step."""
+def our_trainer(model: Path, jsonl: Path, steps: int, extra: Sequence[str] = ()) -> Trainer:
+    """Our trainer with the issue's overrides, then `extra` ones (e.g. `train.compile=true`). TensorBoard
+    stays on, because the reference always logs to it (its `--report_to` defaults to tensorboard and has no
+    off value); both log loss and lr every step."""
     overrides = {
         "model.base": model,
         "data.train_jsonl": jsonl,
@@ -313,7 +314,7 @@ def our_trainer(model: Path, jsonl: Path, steps: int) -> Trainer:
     }
 
     def command(run_dir: Path) -> list[str]:
-        args = [f"{k}={v}" for k, v in overrides.items()] + [f"train.output_dir={run_dir / 'out'}"]
+        args = [f"{k}={v}" for k, v in overrides.items()] + [*extra, f"train.output_dir={run_dir / 'out'}"]
         return [sys.executable, str(OUR_SCRIPT), "--config", str(OUR_CONFIG), *args]
 
     return Trainer("ours", command, REPO)
@@ -571,6 +572,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reference", type=Path, help="diffusers checkout (or bare git dir), or its train_controlnet_sdxl.py"
     )
+    parser.add_argument(
+        "--ours-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for our trainer, e.g. train.compile=true (repeatable)",
+    )
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run (default 30)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per trainer; the table shows medians")
     parser.add_argument("--work-dir", type=Path, help="fixtures and runs (default: a fresh temp dir)")
@@ -617,7 +625,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     instrumentation = work / "instrumentation"
     instrumentation.mkdir(exist_ok=True)
     (instrumentation / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
-    trainers = [our_trainer(model, jsonl, args.steps)]
+    trainers = [our_trainer(model, jsonl, args.steps, args.ours_override)]
     if args.reference is None:
         logger.warning("no --reference: showing the issue's quoted reference numbers, not measured here")
     else:
@@ -637,6 +645,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
     title = (
         f"{args.steps} steps, {RESOLUTION}px, batch {BATCH}, fp32, {THREADS} threads, {args.repeats} run(s)"
     )
+    if args.ours_override:
+        title += f"; ours with {' '.join(args.ours_override)}"
     render(median_metrics(results["ours"]), ref, f"{title}; {versions()}", args.markdown)
     return 0
 

@@ -232,3 +232,35 @@ def test_targets_follow_the_prediction_type(tiny_sdxl_dir: Path) -> None:
     sample_scheduler = DDPMScheduler.from_config(scheduler.config, prediction_type="sample")
     with pytest.raises(ValueError, match="unsupported prediction_type 'sample'"):
         diffusion_target(sample_scheduler, latents, noise, timesteps)
+
+
+def _trained_weights(overrides: list[str], run: Path) -> dict[str, torch.Tensor]:
+    run_training([*overrides, f"train.output_dir={run}", "train.max_steps=2"])
+    return ControlNetModel.from_pretrained(run / "controlnet").state_dict()
+
+
+def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_speed_switches_do_not_change_what_is_learned(tiny_overrides: list[str], tmp_path: Path) -> None:
+    """channels-last layout and the fused AdamW kernel are pure speed switches: same weights after training."""
+    plain = _trained_weights(
+        [*tiny_overrides, "train.channels_last=false", "train.fused_adamw=false"], tmp_path / "plain"
+    )
+    fast = _trained_weights(
+        [*tiny_overrides, "train.channels_last=true", "train.fused_adamw=true"], tmp_path / "fast"
+    )
+    assert _max_difference(plain, fast) < 1e-5
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_saves_plain_weights(
+    tiny_overrides: list[str], tmp_path: Path
+) -> None:
+    eager = _trained_weights([*tiny_overrides, "train.compile=false"], tmp_path / "eager")
+    compiled = _trained_weights([*tiny_overrides, "train.compile=true"], tmp_path / "compiled")
+    assert _max_difference(eager, compiled) < 1e-4
+    resumable = tmp_path / "compiled" / "checkpoint-2" / "controlnet"
+    assert ControlNetModel.from_pretrained(resumable).state_dict().keys() == eager.keys()
