@@ -19,7 +19,6 @@ from accelerate import Accelerator
 from diffusers import ControlNetModel
 
 from data.atomic import atomic_write_json, atomic_write_text
-from train.host_memory import release_free_heap
 from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
 
 logger = logging.getLogger(__name__)
@@ -92,7 +91,6 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     tmp.mkdir(parents=True, exist_ok=True)
-    release_free_heap()  # the serialisation buffers then reuse the last step's activation memory
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
         save_controlnet(controlnet, tmp / CONTROLNET_DIR, config_yaml)
