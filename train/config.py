@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,8 @@ class TrainConfig:
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this; 0 disables clipping."""
+    diffusion_loss_weight: float = 1.0
+    """Weight of the denoising MSE in the total loss; 0 trains on the text loss alone."""
     mixed_precision: MixedPrecision = "no"
     """Autocast dtype of the forward pass; the trained ControlNet always keeps fp32 master weights."""
     gradient_checkpointing: bool = False
@@ -122,6 +125,40 @@ class ValidationConfig:
 
 
 @dataclass
+class TextLossConfig:
+    """OCR supervision of the text boxes (records with `box` and `gt_text`), on the clean image that the
+    current prediction implies. Records without boxes contribute nothing and cost nothing."""
+
+    enabled: bool = False
+    kind: Literal["ctc", "feature", "both"] = "ctc"
+    """`ctc`: CTC of the recognizer on each box against its `gt_text`; `feature`: MSE of the recognizer's
+    features between generated and ground-truth crops (AnyText's perceptual loss); `both`."""
+    ctc_weight: float = 0.01
+    feature_weight: float = 1.0
+    max_timestep: int = 400
+    """Apply only to samples whose timestep is at most this (the one-step estimate is blurry above)."""
+    timestep_weight: Literal["none", "alphas_cumprod"] = "alphas_cumprod"
+    """Weight each sample's text loss by its ᾱ_t, as AnyText does, so low-noise samples dominate."""
+    every_n_steps: int = 1
+    max_boxes_per_image: int = 8
+    """Boxes beyond this are sampled away per step (random subset, reproducible)."""
+    estimate: Literal["one_step", "unroll"] = "one_step"
+    """`one_step`: x̂0 from this step's prediction; `unroll`: K more denoising steps from x_t, where only
+    the last keeps gradients (the slow approach, kept for comparison)."""
+    unroll_steps: int = 20
+    vae_decode: Literal["full", "crops"] = "full"
+    """`crops` decodes only a latent tile around each box (less memory at 1024², approximate at tile
+    edges); `full` decodes whole images."""
+    vae_gradient_checkpointing: bool = False
+    crop_width: int = 320
+    """Recognizer input width; lines are scaled to height 48 and padded to this."""
+    recognizer_onnx: str | None = None
+    """PP-OCR rec ONNX with `character` metadata; None = the model shipped with rapidocr."""
+    recognizer_cache_dir: str | None = None
+    """Where the converted recognizer weights are cached; None = ~/.cache/skinforge/recognizer."""
+
+
+@dataclass
 class SkinforgeConfig:
     """A whole training recipe."""
 
@@ -131,6 +168,7 @@ class SkinforgeConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    text_loss: TextLossConfig = field(default_factory=TextLossConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(to_dict(self), sort_keys=False, allow_unicode=True)
@@ -207,9 +245,77 @@ def validate(config: SkinforgeConfig, check_paths: bool = True) -> list[str]:
             f"validation.prompts ({len(v.prompts)}) and validation.conditioning_images "
             f"({len(v.conditioning_images)}) must have the same length"
         )
+    _positive(problems, "train.diffusion_loss_weight", t.diffusion_loss_weight, allow_zero=True)
+    problems.extend(_text_loss_problems(config))
     if check_paths:
         problems.extend(_local_path_problems(config))
+        if config.text_loss.enabled:
+            problems.extend(_text_loss_data_problems(config))
     return problems
+
+
+def _text_loss_problems(config: SkinforgeConfig) -> list[str]:
+    """Settings of `text_loss` that cannot work, whatever the data."""
+    tl, problems = config.text_loss, []
+    if not tl.enabled:
+        return problems
+    for name, value in (
+        ("every_n_steps", tl.every_n_steps),
+        ("max_boxes_per_image", tl.max_boxes_per_image),
+        ("unroll_steps", tl.unroll_steps),
+        ("crop_width", tl.crop_width),
+    ):
+        _positive(problems, f"text_loss.{name}", value)
+    for name, value in (("ctc_weight", tl.ctc_weight), ("feature_weight", tl.feature_weight)):
+        _positive(problems, f"text_loss.{name}", value, allow_zero=True)
+    if tl.crop_width % 8:
+        problems.append(f"text_loss.crop_width must be a multiple of 8, got {tl.crop_width}")
+    if tl.max_timestep < 0:
+        problems.append(f"text_loss.max_timestep must be >= 0, got {tl.max_timestep}")
+    if config.train.diffusion_loss_weight == 0 and _text_weights(tl) == 0:
+        problems.append("train.diffusion_loss_weight and the text_loss weights are all 0: nothing to train")
+    return problems
+
+
+def _text_weights(tl: TextLossConfig) -> float:
+    return (tl.ctc_weight if tl.kind in ("ctc", "both") else 0.0) + (
+        tl.feature_weight if tl.kind in ("feature", "both") else 0.0
+    )
+
+
+def _text_loss_data_problems(config: SkinforgeConfig) -> list[str]:
+    """Checks against the files: the schedule's length and whether the dataset has any boxes at all."""
+    problems = []
+    tl = config.text_loss
+    scheduler_config = Path(config.model.base) / "scheduler" / "scheduler_config.json"
+    if scheduler_config.is_file():
+        num_train = json.loads(scheduler_config.read_text()).get("num_train_timesteps", 1000)
+        if not 0 <= tl.max_timestep < num_train:
+            problems.append(
+                f"text_loss.max_timestep={tl.max_timestep} is outside the base model's schedule "
+                f"[0, {num_train - 1}] ({scheduler_config})"
+            )
+    jsonl = Path(config.data.train_jsonl)
+    if jsonl.is_file() and not _has_boxes(jsonl):
+        problems.append(
+            f"text_loss.enabled: {jsonl} has no record with `box` and `gt_text`, so the text loss "
+            "would never apply (build the dataset with `python -m data glyph`, or disable text_loss)"
+        )
+    return problems
+
+
+def _has_boxes(jsonl: Path) -> bool:
+    """Whether any line has a non-empty box list; a cheap scan that does not validate the records."""
+    with jsonl.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if '"box"' in line and '"gt_text"' in line:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the record reader reports bad lines with their numbers
+                if isinstance(obj, dict) and obj.get("box") and obj.get("gt_text"):
+                    return True
+    return False
 
 
 def load_config(

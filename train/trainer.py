@@ -6,12 +6,12 @@ import logging
 import math
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
 from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -24,21 +24,29 @@ from train.checkpointing import (
     save_checkpoint,
     save_controlnet,
 )
+from train.clean_estimate import predicted_clean_latents, unrolled_clean_latents
 from train.config import SkinforgeConfig
-from train.controlnet_dataset import ControlNetTrainDataset
+from train.controlnet_dataset import ControlNetTrainDataset, collate_samples
 from train.distributed import check_one_job, step_generator
 from train.encoded_cache import CacheSpec, EncodedCache, build_encoded_cache
 from train.losses import diffusion_loss, diffusion_target, drop_prompts
 from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
 from train.run_logging import MetricsLog, configure_logging
 from train.sdxl_models import build_controlnet, load_frozen_sdxl
+from train.step_inputs import StepConditioning
 
 if TYPE_CHECKING:
+    from train.text_supervision import TextSupervision
     from train.validation import TrainingValidator
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _metric_name(key: str) -> str:
+    """`loss/<name>` for losses, `text/<name>` for the text loss's counters (lines, unknown characters)."""
+    return f"text/{key.removeprefix('text_')}" if key.startswith("text_") else f"loss/{key}"
 
 
 class ControlNetTrainer:
@@ -112,7 +120,8 @@ class ControlNetTrainer:
         self.unet: UNet2DConditionModel = frozen.unet.to(self.accelerator.device)
         if self.weight_dtype != torch.float32:
             self.unet.to(dtype=self.weight_dtype)
-        del frozen  # the VAE and text encoders are not needed once the cache exists
+        self.text_supervision = self._make_text_supervision(frozen.vae)
+        del frozen  # the text encoders (and the VAE, without a text loss) are not needed with the cache
         if cfg.train.gradient_checkpointing:
             self.controlnet.enable_gradient_checkpointing()
             self.unet.enable_gradient_checkpointing()
@@ -126,7 +135,38 @@ class ControlNetTrainer:
             self.unet.compile()
         cache = EncodedCache(cache_folder)
         self.empty_prompt = cache.empty_prompt
-        return ControlNetTrainDataset(records, jsonl.parent, cfg.data.resolution, cache)
+        text = cfg.text_loss
+        return ControlNetTrainDataset(
+            records,
+            jsonl.parent,
+            cfg.data.resolution,
+            cache,
+            text_targets=text.enabled,
+            reference_images=text.enabled and text.kind in ("feature", "both"),
+        )
+
+    def _make_text_supervision(self, vae: AutoencoderKL) -> TextSupervision | None:
+        """The VAE decoder and the frozen recognizer, only when the text loss is on. The VAE runs in bf16
+        under bf16 training and in fp32 otherwise (SDXL's VAE overflows in fp16)."""
+        cfg = self.config.text_loss
+        if not cfg.enabled:
+            return None
+        from recognizer.text_loss import TextLoss
+        from recognizer.torch_rec import RecognizerConfig, load_text_recognizer
+        from train.text_supervision import TextSupervision
+
+        recognizer = load_text_recognizer(
+            RecognizerConfig(
+                onnx_path=Path(cfg.recognizer_onnx) if cfg.recognizer_onnx else None,
+                cache_dir=Path(cfg.recognizer_cache_dir) if cfg.recognizer_cache_dir else None,
+            )
+        )
+        device = self.accelerator.device
+        vae_dtype = torch.bfloat16 if self.weight_dtype == torch.bfloat16 else torch.float32
+        vae.encoder = None  # latents come from the cache; only the decoder is used
+        vae.to(device=device, dtype=vae_dtype)
+        text_loss = TextLoss(recognizer, crop_width=cfg.crop_width).to(device)
+        return TextSupervision(cfg, vae, text_loss, self.noise_scheduler)
 
     def _setup_optimization(self, dataset: ControlNetTrainDataset) -> None:
         t = self.config.train
@@ -144,6 +184,7 @@ class ControlNetTrainer:
             shuffle=True,
             drop_last=True,
             num_workers=self.config.data.num_workers,
+            collate_fn=collate_samples,
             persistent_workers=self.config.data.num_workers > 0,
         )
         if len(loader) == 0:
@@ -231,7 +272,7 @@ class ControlNetTrainer:
         self.state.batches_into_epoch += 1
         return losses
 
-    def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Named losses of one micro-batch; `total` is what is back-propagated."""
         latents = batch["latents"].to(self.weight_dtype)
         generator = step_generator(
@@ -249,30 +290,93 @@ class ControlNetTrainer:
             self.config.data.empty_prompt_prob,
             generator,
         )
-        prompt_embeds, pooled = prompt_embeds.to(self.weight_dtype), pooled.to(self.weight_dtype)
-        added = {"text_embeds": pooled, "time_ids": batch["time_ids"].to(self.weight_dtype)}
-        condition = self._layout(batch["conditioning_pixel_values"].to(self.weight_dtype))
+        conditioning = StepConditioning(
+            prompt_embeds.to(self.weight_dtype),
+            pooled.to(self.weight_dtype),
+            batch["time_ids"].to(self.weight_dtype),
+            self._layout(batch["conditioning_pixel_values"].to(self.weight_dtype)),
+        )
+        prediction = self._predict(noisy, timesteps, conditioning)
+        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+        losses = {"diffusion": diffusion_loss(prediction, target)}
+        losses |= self._text_losses(batch, noisy, prediction, timesteps, conditioning, generator)
+        losses["total"] = self._total(losses)
+        return losses
+
+    def _predict(
+        self, noisy: torch.Tensor, timesteps: torch.Tensor, conditioning: StepConditioning
+    ) -> torch.Tensor:
+        """The UNet's output with the ControlNet's residuals: what both losses are computed from."""
+        added = {"text_embeds": conditioning.pooled_embeds, "time_ids": conditioning.time_ids}
         with self.accelerator.autocast():
             down, mid = self.controlnet(
                 noisy,
                 timesteps,
-                encoder_hidden_states=prompt_embeds,
+                encoder_hidden_states=conditioning.prompt_embeds,
                 added_cond_kwargs=added,
-                controlnet_cond=condition,
+                controlnet_cond=conditioning.image,
                 return_dict=False,
             )
-            prediction = self.unet(
+            return self.unet(
                 noisy,
                 timesteps,
-                encoder_hidden_states=prompt_embeds,
+                encoder_hidden_states=conditioning.prompt_embeds,
                 added_cond_kwargs=added,
                 down_block_additional_residuals=[s.to(self.weight_dtype) for s in down],
                 mid_block_additional_residual=mid.to(self.weight_dtype),
                 return_dict=False,
             )[0]
-        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
-        diffusion = diffusion_loss(prediction, target)
-        return {"diffusion": diffusion, "total": diffusion}
+
+    def _text_losses(
+        self,
+        batch: dict[str, Any],
+        noisy: torch.Tensor,
+        prediction: torch.Tensor,
+        timesteps: torch.Tensor,
+        conditioning: StepConditioning,
+        generator: torch.Generator,
+    ) -> dict[str, torch.Tensor]:
+        """`ctc`/`feature` on the boxes of the samples the text loss applies to this step (zeros if none)."""
+        if self.text_supervision is None:
+            return {}
+        skipped = self.text_supervision.zero_losses(prediction.device)
+        if not self.text_supervision.due(self.state.step + 1):
+            return skipped
+        selection = self.text_supervision.select(timesteps, batch["boxes"], batch["texts"], generator)
+        if len(selection.samples) == 0:
+            return skipped
+        index = selection.samples.to(prediction.device)
+        clean = self._clean_estimate(
+            noisy[index], prediction[index], timesteps[index], conditioning.take(index)
+        )
+        reference = batch["pixel_values"][index] if "pixel_values" in batch else None
+        return self.text_supervision.losses(clean, selection, timesteps[index], reference)
+
+    def _clean_estimate(
+        self,
+        noisy: torch.Tensor,
+        prediction: torch.Tensor,
+        timesteps: torch.Tensor,
+        conditioning: StepConditioning,
+    ) -> torch.Tensor:
+        cfg = self.config.text_loss
+        if cfg.estimate == "one_step":
+            return predicted_clean_latents(self.noise_scheduler, noisy, prediction, timesteps)
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self._predict(self._layout(x), t, conditioning)
+
+        return unrolled_clean_latents(
+            self.noise_scheduler, denoise, noisy, prediction, timesteps, cfg.unroll_steps
+        )
+
+    def _total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = self.config.train.diffusion_loss_weight * losses["diffusion"]
+        if "ctc" in losses:
+            total = total + self.config.text_loss.ctc_weight * losses["ctc"]
+        if "feature" in losses:
+            total = total + self.config.text_loss.feature_weight * losses["feature"]
+        return total
 
     def _layout(self, images: torch.Tensor) -> torch.Tensor:
         """Image batches in the models' memory layout, so the first convolution need not convert them."""
@@ -284,7 +388,7 @@ class ControlNetTrainer:
         cfg, step = self.config, self.state.step
         if step % cfg.log.every_n_steps == 0 or step == cfg.train.max_steps:
             values = {
-                f"loss/{k}": self.accelerator.reduce(v.detach(), "mean").item() for k, v in losses.items()
+                _metric_name(k): self.accelerator.reduce(v.detach(), "mean").item() for k, v in losses.items()
             }
             values["lr"] = self.lr_scheduler.get_last_lr()[0]
             if not all(math.isfinite(v) for v in values.values()):
