@@ -45,3 +45,31 @@ def tiny_overrides(tiny_sdxl_dir: Path, fill_jsonl: Path, tmp_path: Path) -> lis
         "log.progress_bar=false",
         "log.tensorboard=false",
     ]
+
+
+@pytest.fixture(scope="session")
+def text_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight 128x128 keyboard-like records: six with label boxes and gt_text, the last two without."""
+    from data.atomic import atomic_save_image
+    from data.records import Record, write_records
+    from recognizer.synthetic import KEY_LABELS, render_keyboard
+
+    root = tmp_path_factory.mktemp("datasets") / "text"
+    records = []
+    for i in range(8):
+        key = render_keyboard([KEY_LABELS[i]], size=(128, 128), columns=1, font_size=18)
+        image, condition = f"images/{i:03d}.png", f"conditioning_images/{i:03d}.png"
+        atomic_save_image(key.image, root / image)
+        atomic_save_image(key.image.convert("L").convert("RGB"), root / condition)
+        labelled = i < 6
+        records.append(
+            Record(
+                text=f"a keyboard skin with the {KEY_LABELS[i][0]} key",
+                image=image,
+                conditioning_image=condition,
+                box=key.boxes.round(1).tolist() if labelled else None,
+                gt_text=key.texts if labelled else None,
+            )
+        )
+    write_records(root / "train.jsonl", records)
+    return root / "train.jsonl"

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 from diffusers import ControlNetModel, UNet2DConditionModel
 from PIL import Image
+from training_helpers import CONFIG, read_metrics, reset_accelerator, run_training
 
 from data.records import DatasetError
 from train.config import load_config
@@ -18,31 +17,15 @@ from train.distributed import step_generator
 from train.losses import diffusion_target, drop_prompts
 from train.trainer import ControlNetTrainer
 
-CONFIG = "configs/fill_tiny.yaml"
-
 
 @pytest.fixture(autouse=True)
 def fresh_accelerator_state() -> Iterator[None]:
-    """Each run builds its own Accelerator; the process-wide state must not leak between tests."""
     yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def run_training(overrides: list[str]) -> ControlNetTrainer:
-    trainer = ControlNetTrainer(load_config(CONFIG, overrides))
-    trainer.setup()
-    trainer.train()
-    trainer.cleanup()
-    AcceleratorState._reset_state(reset_partial_state=True)
-    return trainer
+    reset_accelerator()
 
 
 def state_dicts_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k].float(), b[k].float()) for k in a)
-
-
-def read_metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_training_updates_the_controlnet_and_nothing_frozen(
@@ -245,7 +228,7 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
 
 
 def test_speed_switches_do_not_change_what_is_learned(tiny_overrides: list[str], tmp_path: Path) -> None:
-    """channels-last layout and the fused AdamW kernel are pure speed switches: same weights after training."""
+    """channels-last and the fused AdamW kernel are pure speed switches: same weights after training."""
     plain = _trained_weights(
         [*tiny_overrides, "train.channels_last=false", "train.fused_adamw=false"], tmp_path / "plain"
     )

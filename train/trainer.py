@@ -164,7 +164,9 @@ class ControlNetTrainer:
         device = self.accelerator.device
         vae_dtype = torch.bfloat16 if self.weight_dtype == torch.bfloat16 else torch.float32
         vae.encoder = None  # latents come from the cache; only the decoder is used
-        vae.to(device=device, dtype=vae_dtype)
+        vae.to(device)
+        if vae.dtype != vae_dtype:
+            vae.to(dtype=vae_dtype)
         text_loss = TextLoss(recognizer, crop_width=cfg.crop_width).to(device)
         return TextSupervision(cfg, vae, text_loss, self.noise_scheduler)
 
