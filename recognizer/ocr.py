@@ -39,6 +39,10 @@ class OcrBackend(Protocol):
         """Return one list of lines per image, in input order."""
         ...
 
+    def recognize(self, lines: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        """Recognition only: (text, confidence) of each upright single-line RGB crop (no detection)."""
+        ...
+
 
 @dataclass
 class OcrConfig:

@@ -77,10 +77,21 @@ class PaddleOcrBackend:
                 "paddleocr reads the character list from the rec model folder; unset rec_char_dict"
             )
 
-        from paddleocr import PaddleOCR
+        from paddleocr import PaddleOCR, TextRecognition
 
         logger.info("paddleocr with %s", kwargs)
         self._engine = PaddleOCR(**kwargs)
+        self._recognizer = TextRecognition(
+            model_dir=kwargs["text_recognition_model_dir"],
+            device="cpu",
+            enable_mkldnn=config.paddle_enable_mkldnn,
+        )
+
+    def recognize(self, lines: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        batch = [np.ascontiguousarray(to_rgb_array(line)[:, :, ::-1]) for line in lines]
+        if not batch:
+            return []
+        return [(str(r["rec_text"]), float(r["rec_score"])) for r in self._recognizer.predict(batch)]
 
     def read(self, images: Sequence[np.ndarray | Image.Image]) -> list[list[OcrLine]]:
         # PaddleX reads arrays as BGR, like cv2.

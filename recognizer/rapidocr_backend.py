@@ -70,6 +70,15 @@ class RapidOcrBackend:
     def read(self, images: Sequence[np.ndarray | Image.Image]) -> list[list[OcrLine]]:
         return [self._read_one(to_rgb_array(image)) for image in images]
 
+    def recognize(self, lines: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        results = []
+        for line in lines:
+            bgr = np.ascontiguousarray(to_rgb_array(line)[:, :, ::-1])
+            output = self._engine(bgr, use_det=False, use_cls=False, use_rec=True)
+            texts, scores = output.txts or ("",), output.scores or (0.0,)
+            results.append((str(texts[0]), float(scores[0])))
+        return results
+
     def _read_one(self, rgb: np.ndarray) -> list[OcrLine]:
         # rapidocr treats arrays as BGR (cv2 convention), which is also what PP-OCR was trained on.
         result = self._engine(np.ascontiguousarray(rgb[:, :, ::-1]))

@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from recognizer.box_reading import read_boxes
 from recognizer.ocr import OcrConfig, OcrLine, OcrModelNotFoundError, load_ocr
 from recognizer.synthetic import LabelledImage, render_keyboard
 
@@ -89,3 +90,11 @@ def test_paddleocr_reads_labels(keyboard: LabelledImage) -> None:
     ocr = load_ocr(OcrConfig(backend="paddleocr", use_angle_cls=False, num_threads=2))
     (lines,) = ocr.read([keyboard.image])
     assert len(_found(lines, keyboard)) >= len(keyboard.texts) - 2, f"read {[line.text for line in lines]}"
+    read = read_boxes(ocr, keyboard.image, keyboard.boxes)
+    assert sum(text == truth for text, truth in zip(read, keyboard.texts, strict=True)) >= len(read) - 2
+
+
+def test_read_boxes_reads_each_known_box_alone(keyboard: LabelledImage) -> None:
+    ocr = load_ocr(OcrConfig(num_threads=2))
+    assert read_boxes(ocr, keyboard.image, keyboard.boxes) == keyboard.texts
+    assert read_boxes(ocr, keyboard.image, []) == []

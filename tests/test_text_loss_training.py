@@ -123,3 +123,42 @@ def test_impossible_text_loss_settings_are_refused(text_overrides: list[str], fi
     message = str(error.value)
     assert "has no record with `box` and `gt_text`" in message
     assert "text_loss.max_timestep=1000 is outside the base model's schedule [0, 999]" in message
+
+
+def test_validation_reads_the_generated_labels_and_logs_ocr_scores(
+    text_overrides: list[str], text_jsonl: Path
+) -> None:
+    run = Path(next(o for o in text_overrides if o.startswith("train.output_dir")).split("=", 1)[1])
+    run_training(
+        [
+            *text_overrides,
+            "train.max_steps=1",
+            "validation.every_n_steps=1",
+            "validation.num_inference_steps=2",
+            f"validation.jsonl={text_jsonl}",
+            "validation.max_records=3",
+        ]
+    )
+    (scores,) = [m for m in read_metrics(run) if "validation/ocr_lines" in m]
+    assert scores["step"] == 1
+    assert scores["validation/ocr_lines"] == 6  # 3 records, an English and a Chinese label each
+    assert 0 <= scores["validation/ocr_sentence_accuracy"] <= 1
+    assert 0 <= scores["validation/ocr_normalized_edit_distance"] <= 1
+    assert (run / "validation" / "step-000001.png").is_file()
+
+
+def test_validation_ocr_scores_boxes_scaled_to_the_generated_size(text_jsonl: Path, tmp_path: Path) -> None:
+    """Fed the ground-truth images at twice the condition's size, the OCR scores must be near perfect."""
+    from PIL import Image
+
+    from data.records import read_records
+    from train.config import ValidationConfig
+    from train.validation import TrainingValidator
+
+    cfg = ValidationConfig(every_n_steps=1, jsonl=str(text_jsonl), max_records=6)
+    validator = TrainingValidator(cfg, "unused", 128, tmp_path)
+    records = read_records(text_jsonl)[:6]
+    images = [Image.open(text_jsonl.parent / r.image).convert("RGB").resize((256, 256)) for r in records]
+    scores = validator._text_scores(images)
+    assert scores["validation/ocr_lines"] == 12
+    assert scores["validation/ocr_sentence_accuracy"] >= 0.8, scores

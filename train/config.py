@@ -119,6 +119,13 @@ class ValidationConfig:
     """0 disables validation; otherwise runs every N steps and after the last step."""
     prompts: list[str] = field(default_factory=list)
     conditioning_images: list[str] = field(default_factory=list)
+    jsonl: str | None = None
+    """Validation records instead of (or besides) `prompts`: prompt, condition, and optional boxes."""
+    max_records: int = 8
+    """Records taken from `jsonl` (the first ones)."""
+    ocr: bool = True
+    """Read each validation record's boxes in the generated image with the OCR backend and log sentence
+    accuracy and normalised edit distance against `gt_text`."""
     num_inference_steps: int = 20
     guidance_scale: float = 5.0
     seed: int = 0
@@ -196,6 +203,8 @@ def _local_path_problems(config: SkinforgeConfig) -> list[str]:
         problems.append("data.train_jsonl is required")
     elif not Path(jsonl).is_file():
         problems.append(f"data.train_jsonl: {jsonl} does not exist")
+    if config.validation.jsonl and not Path(config.validation.jsonl).is_file():
+        problems.append(f"validation.jsonl: {config.validation.jsonl} does not exist")
     for i, image in enumerate(config.validation.conditioning_images):
         if not Path(image).is_file():
             problems.append(f"validation.conditioning_images[{i}]: {image} does not exist")
@@ -238,8 +247,9 @@ def validate(config: SkinforgeConfig, check_paths: bool = True) -> list[str]:
         _positive(problems, "checkpoint.total_limit", c.total_limit)
     _positive(problems, "log.every_n_steps", config.log.every_n_steps)
     _positive(problems, "validation.every_n_steps", v.every_n_steps, allow_zero=True)
-    if v.every_n_steps and not v.prompts:
-        problems.append("validation.every_n_steps is set but validation.prompts is empty")
+    if v.every_n_steps and not v.prompts and not v.jsonl:
+        problems.append("validation.every_n_steps is set but neither validation.prompts nor .jsonl is")
+    _positive(problems, "validation.max_records", v.max_records)
     if len(v.prompts) != len(v.conditioning_images):
         problems.append(
             f"validation.prompts ({len(v.prompts)}) and validation.conditioning_images "

@@ -411,7 +411,10 @@ class ControlNetTrainer:
         if self.validator is not None and self.validator.due(step, cfg.train.max_steps):
             if self.accelerator.is_main_process:
                 controlnet = self.accelerator.unwrap_model(self.controlnet)
-                self.validator.run(step, controlnet, self.unet, self.accelerator)
+                scores = self.validator.run(step, controlnet, self.unet, self.accelerator)
+                if scores:
+                    self.accelerator.log(scores, step=step)
+                    self.metrics.write(step, scores)
             self.accelerator.wait_for_everyone()
 
     # --------------------------------------------------------------------------------- cleanup

@@ -1,8 +1,10 @@
-"""Validation images during training: fixed prompts and conditions, saved as one grid per step."""
+"""Validation images during training: fixed prompts and conditions, saved as one grid per step, plus
+OCR scores of the generated labels when the validation records carry text boxes."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,38 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from PIL import Image
 
 from data.atomic import atomic_save_image
+from data.records import read_records, resolve_path
 from inference.grid import make_grid
+from inference.metrics import text_scores
 from inference.pipeline import GenerationSettings, generate, load_pipeline
 from train.config import ValidationConfig
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationSample:
+    prompt: str
+    condition: Image.Image
+    boxes: np.ndarray
+    """(K, 4, 2) in the condition's pixels; K = 0 when the sample has no text boxes."""
+    texts: list[str]
+
+
+def load_validation_samples(cfg: ValidationConfig) -> list[ValidationSample]:
+    """`prompts` with `conditioning_images`, then the first `max_records` records of `jsonl`."""
+    samples = [
+        ValidationSample(prompt, Image.open(path).convert("RGB"), np.zeros((0, 4, 2)), [])
+        for prompt, path in zip(cfg.prompts, cfg.conditioning_images, strict=True)
+    ]
+    if cfg.jsonl:
+        jsonl = Path(cfg.jsonl)
+        for record in read_records(jsonl)[: cfg.max_records]:
+            with Image.open(resolve_path(jsonl.parent, record.conditioning_image)) as image:
+                condition = image.convert("RGB")
+            boxes = np.asarray(record.box or np.zeros((0, 4, 2)), dtype=np.float64).reshape(-1, 4, 2)
+            samples.append(ValidationSample(record.text, condition, boxes, list(record.gt_text or [])))
+    return samples
 
 
 def _copy_in_dtype(controlnet: ControlNetModel, dtype: torch.dtype) -> ControlNetModel:
@@ -39,7 +68,9 @@ class TrainingValidator:
             guidance_scale=cfg.guidance_scale,
             resolution=resolution,
         )
-        self.conditions = [Image.open(path).convert("RGB") for path in cfg.conditioning_images]
+        self.samples = load_validation_samples(cfg)
+        self.scores_text = cfg.ocr and any(len(s.texts) for s in self.samples)
+        self._ocr = None
 
     def due(self, step: int, max_steps: int) -> bool:
         every = self.cfg.every_n_steps
@@ -48,21 +79,14 @@ class TrainingValidator:
     @torch.no_grad()
     def run(
         self, step: int, controlnet: ControlNetModel, unet: UNet2DConditionModel, accelerator: Accelerator
-    ) -> Path:
-        """Generates the validation grid for `step`, saves it and sends it to the trackers."""
-        if controlnet.dtype != unet.dtype:
-            controlnet = _copy_in_dtype(controlnet, unet.dtype)
-        was_training = controlnet.training
-        controlnet.eval()
-        try:
-            pipe = load_pipeline(self.base, controlnet, str(accelerator.device), dtype=unet.dtype, unet=unet)
-            seeds = [self.cfg.seed] * len(self.conditions)
-            images = generate(pipe, self.cfg.prompts, self.conditions, seeds, self.settings)
-        finally:
-            controlnet.train(was_training)
-        del pipe
-        rows = [[condition, image] for condition, image in zip(self.conditions, images, strict=True)]
-        grid = make_grid(rows, ["condition", f"step {step}"])
+    ) -> dict[str, float]:
+        """Generates the validation grid for `step`, saves it, sends it to the trackers; returns the OCR
+        scores (empty without text boxes)."""
+        images = self._generate(controlnet, unet, accelerator)
+        conditions = [s.condition for s in self.samples]
+        grid = make_grid(
+            [list(pair) for pair in zip(conditions, images, strict=True)], ["condition", f"step {step}"]
+        )
         path = self.folder / f"step-{step:06d}.png"
         atomic_save_image(grid, path)
         batch = np.stack([np.asarray(grid)])
@@ -70,4 +94,36 @@ class TrainingValidator:
             layout = {"dataformats": "NHWC"} if tracker.name == "tensorboard" else {}
             tracker.log_images({"validation": batch}, step=step, **layout)
         logger.info("Validation images for step %d: %s", step, path)
-        return path
+        return self._text_scores(images) if self.scores_text else {}
+
+    def _generate(
+        self, controlnet: ControlNetModel, unet: UNet2DConditionModel, accelerator: Accelerator
+    ) -> list[Image.Image]:
+        if controlnet.dtype != unet.dtype:
+            controlnet = _copy_in_dtype(controlnet, unet.dtype)
+        was_training = controlnet.training
+        controlnet.eval()
+        try:
+            pipe = load_pipeline(self.base, controlnet, str(accelerator.device), dtype=unet.dtype, unet=unet)
+            prompts = [s.prompt for s in self.samples]
+            conditions = [s.condition for s in self.samples]
+            return generate(pipe, prompts, conditions, [self.cfg.seed] * len(prompts), self.settings)
+        finally:
+            controlnet.train(was_training)
+
+    def _text_scores(self, images: list[Image.Image]) -> dict[str, float]:
+        """Each sample's boxes, scaled from its condition to the generated image, read by the OCR backend."""
+        from recognizer.box_reading import read_boxes
+        from recognizer.ocr import load_ocr
+
+        self._ocr = self._ocr or load_ocr()
+        read, truth = [], []
+        for sample, image in zip(self.samples, images, strict=True):
+            if not sample.texts:
+                continue
+            scale = np.array([image.width / sample.condition.width, image.height / sample.condition.height])
+            read += read_boxes(self._ocr, image, sample.boxes * scale)
+            truth += sample.texts
+        scores = text_scores(read, truth).as_dict("validation/ocr_")
+        logger.info("Validation OCR: %s", scores)
+        return scores
