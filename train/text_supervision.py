@@ -12,16 +12,19 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler
 
-from recognizer.crops import crop_lines
+from recognizer.crops import crop_lines, line_frames
 from recognizer.text_loss import TextLoss
 from recognizer.torch_rec import CROP_HEIGHT
 from train.config import TextLossConfig
 
 LATENT_FACTOR = 8
 """Pixels per latent cell of the SDXL VAE."""
+COLUMN_PX = 8
+"""Input pixels per recognizer output column."""
 TILE_MARGIN = 4
 """Latent cells of context decoded around a box in `vae_decode: crops` mode."""
 
@@ -90,7 +93,8 @@ class TextSupervision:
 
         `clean_latents`, `timesteps` and `reference` hold the selected samples only, in selection order.
         """
-        crops, line_image = self._generated_crops(clean_latents, selection.boxes)
+        width = self.crop_width(selection.boxes)
+        crops, line_image = self._generated_crops(clean_latents, selection.boxes, width)
         line_weight = self.weights(timesteps)[line_image.to(timesteps.device)]
         texts = [text for image_texts in selection.texts for text in image_texts]
         out = self.zero_losses(crops.device)
@@ -104,7 +108,7 @@ class TextSupervision:
             if self.cfg.kind in ("feature", "both"):
                 if reference is None:
                     raise ValueError("the feature text loss needs the ground-truth images in the batch")
-                target = crop_lines(reference.float(), selection.boxes, CROP_HEIGHT, self.cfg.crop_width)
+                target = crop_lines(reference.float(), selection.boxes, CROP_HEIGHT, width)
                 per_line = self.text_loss.feature_per_line(crops, target.crops)
                 out["feature"] = _weighted_mean(per_line, line_weight, None)
         return out
@@ -122,11 +126,18 @@ class TextSupervision:
             latents = latents + config.shift_factor
         return self.vae.decode(latents.to(self.vae.dtype)).sample
 
+    def crop_width(self, boxes: list[torch.Tensor]) -> int:
+        """The widest line of this step at height 48, rounded up to the recognizer's 8-px column, capped at
+        `text_loss.crop_width`: short key labels then cost a fraction of a full-width crop, as in PP-OCR's
+        own batching (pad to the batch's widest line)."""
+        all_boxes = torch.cat(boxes).detach().cpu().numpy().astype(np.float64)
+        _, widths = line_frames(all_boxes, CROP_HEIGHT, self.cfg.crop_width)
+        return min(-(-int(widths.max()) // COLUMN_PX) * COLUMN_PX, self.cfg.crop_width)
+
     def _generated_crops(
-        self, clean_latents: torch.Tensor, boxes: list[torch.Tensor]
+        self, clean_latents: torch.Tensor, boxes: list[torch.Tensor], width: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Recognizer-ready crops of every box, decoded whole or tile by tile, with their sample index."""
-        width = self.cfg.crop_width
         if self.cfg.vae_decode == "full":
             lines = crop_lines(self._decode(clean_latents), boxes, CROP_HEIGHT, width)
             return lines.crops, lines.image_index
