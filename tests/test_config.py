@@ -18,6 +18,7 @@ def test_configs_folder_is_not_empty() -> None:
         "keyboard_512.yaml",
         "keyboard_1024.yaml",
         "finetune_canny_1024.yaml",
+        "keyboard_glyph_1024.yaml",
     }
 
 
@@ -26,6 +27,11 @@ def test_every_shipped_config_loads_and_validates(path: Path) -> None:
     config = load_config(path, check_paths=False)
     assert isinstance(config, SkinforgeConfig)
     assert config.model.base and config.data.train_jsonl
+
+
+def test_glyph_recipe_turns_the_text_loss_on() -> None:
+    config = load_config(Path("configs/keyboard_glyph_1024.yaml"), check_paths=False)
+    assert config.text_loss.enabled and config.validation.jsonl
 
 
 def test_finetune_recipe_starts_from_a_controlnet() -> None:
@@ -98,7 +104,9 @@ def test_cross_field_checks() -> None:
     problems = info.value.problems
     assert "train.lr_warmup_steps (50) exceeds train.max_steps (10)" in problems
     assert "data.resolution must be a multiple of 8 (the VAE factor), got 100" in problems
-    assert "validation.every_n_steps is set but validation.prompts is empty" in problems
+    assert (
+        "validation.every_n_steps is set but neither validation.prompts nor validation.jsonl is" in problems
+    )
 
 
 def test_saved_yaml_round_trips(tmp_path: Path) -> None:

@@ -248,7 +248,9 @@ def validate(config: SkinforgeConfig, check_paths: bool = True) -> list[str]:
     _positive(problems, "log.every_n_steps", config.log.every_n_steps)
     _positive(problems, "validation.every_n_steps", v.every_n_steps, allow_zero=True)
     if v.every_n_steps and not v.prompts and not v.jsonl:
-        problems.append("validation.every_n_steps is set but neither validation.prompts nor .jsonl is")
+        problems.append(
+            "validation.every_n_steps is set but neither validation.prompts nor validation.jsonl is"
+        )
     _positive(problems, "validation.max_records", v.max_records)
     if len(v.prompts) != len(v.conditioning_images):
         problems.append(
