@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo skins-demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,20 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
+
+# Generated keyboard skins through every builder: skins -> compose -> canny -> glyph (OCR) -> caption
+# (tiny random BLIP, so captions are noise). Final dataset: $(SKINS_DEMO)/captioned/train.jsonl.
+SKINS_DEMO ?= datasets/skins_demo
+SKINS_N    ?= 8
+skins-demo: $(STAMP)
+	$(PY) -m data skins --out $(SKINS_DEMO)/parts --n $(SKINS_N) --seed 0
+	$(PY) -m data compose --in $(SKINS_DEMO)/parts --out $(SKINS_DEMO)/composed
+	$(PY) -m data canny --in $(SKINS_DEMO)/composed --out $(SKINS_DEMO)/canny
+	$(PY) -m data glyph --in $(SKINS_DEMO)/canny --out $(SKINS_DEMO)/glyph
+	$(PY) -m data.tiny_blip models/tiny-blip
+	$(PY) -m data caption --in $(SKINS_DEMO)/glyph --out $(SKINS_DEMO)/captioned --model models/tiny-blip
+	$(PY) -m data validate $(SKINS_DEMO)/captioned/train.jsonl --open-images
+	$(PY) -m data stats $(SKINS_DEMO)/captioned/train.jsonl
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -31,4 +45,4 @@ bench: $(STAMP)
 	$(PY) bench/bench_train_step.py
 
 clean:
-	rm -rf runs/fill_tiny datasets/fill_tiny reports/fill_tiny models/tiny-sdxl
+	rm -rf runs/fill_tiny datasets/fill_tiny reports/fill_tiny models/tiny-sdxl $(SKINS_DEMO) models/tiny-blip

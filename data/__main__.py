@@ -1,9 +1,16 @@
-"""Command line for dataset tools: ``python -m data {fill,validate} ...``.
+"""Command line for dataset tools: ``python -m data {fill,validate,stats,resize,canny,...} ...``.
 
 Examples::
 
     python -m data fill --out datasets/fill --n 1000 --resolution 128
     python -m data validate datasets/fill/train.jsonl --open-images
+    python -m data resize --in raw_skins/ --out datasets/skins512 --size 512 --mode pad
+    python -m data canny --in datasets/skins512/train.jsonl --out datasets/skins512_canny --low 50 --high 80
+    python -m data stats datasets/skins512_canny/train.jsonl
+    python -m data skins --out datasets/skin_parts --n 8 --seed 0
+    python -m data compose --in datasets/skin_parts --out datasets/skins_composed
+    python -m data glyph --in datasets/skins_composed --out datasets/skins_glyph
+    python -m data caption --in datasets/skins_glyph --out datasets/skins_captioned --model models/tiny-blip
 """
 
 from __future__ import annotations
@@ -14,6 +21,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from data import canny, caption, compose_builder, glyph, resize, skins_builder
+from data.builder_cli import non_negative_int as _non_negative_int
+from data.builder_cli import positive_int as _positive_int
 from data.records import format_problems
 
 logger = logging.getLogger("data")
@@ -54,6 +64,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     """Validate a dataset; exit status 1 if anything is wrong."""
     from data.validate import check_dataset
 
+    if args.fix:
+        from data.validate import fix_dataset
+
+        fix_dataset(args.jsonl)
     report = check_dataset(args.jsonl, open_images=args.open_images, workers=args.workers)
     checked = "schema, files and images" if args.open_images else "schema and files"
     count = len(report.problems)
@@ -65,20 +79,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(value: str) -> int:
-    """argparse type for counts that must be >= 1."""
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
-    return number
+def _cmd_stats(args: argparse.Namespace) -> int:
+    """Print dataset statistics to stdout (the command's output, not a log)."""
+    from data.stats import dataset_stats, format_stats
 
-
-def _non_negative_int(value: str) -> int:
-    """argparse type for seeds and limits that must be >= 0."""
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
-    return number
+    sys.stdout.write(format_stats(dataset_stats(args.jsonl, workers=args.workers)) + "\n")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,14 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--resolution", type=_positive_int, default=128, help="image side in px (default 128)")
     fill.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     fill.add_argument("--overwrite", action="store_true", help="delete a previous build in --out first")
-    fill.add_argument("--workers", type=_positive_int, default=1, help="writer threads (default 1)")
+    fill.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
     fill.set_defaults(func=_cmd_fill)
 
     validate = sub.add_parser(
         "validate",
         help="check a train.jsonl dataset",
-        description="Check every record (schema, referenced files exist); with --open-images also "
-        "decode every image and check sizes and boxes. Exit status 1 if there are problems.",
+        description="Check every record (schema, referenced files exist, text not blank, no image file "
+        "used twice); with --open-images also decode every image and check sizes and boxes. Exit status "
+        "1 if there are problems. --fix first applies only fixes that lose nothing.",
     )
     validate.add_argument("jsonl", type=Path, help="path to train.jsonl")
     validate.add_argument(
@@ -115,7 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--max-problems", type=_non_negative_int, default=50, help="problems to list (0 = all; default 50)"
     )
+    validate.add_argument(
+        "--fix",
+        action="store_true",
+        help="first apply the lossless fixes (drop exact duplicate records, strip whitespace around texts)",
+    )
     validate.set_defaults(func=_cmd_validate)
+
+    stats = sub.add_parser(
+        "stats",
+        help="print counts, sizes, caption lengths and box counts",
+        description="Print record counts, image/condition sizes (from headers), a caption length "
+        "histogram and text-box counts of a train.jsonl dataset.",
+    )
+    stats.add_argument("jsonl", type=Path, help="path to train.jsonl")
+    stats.add_argument("--workers", type=_positive_int, default=8, help="header-reading threads")
+    stats.set_defaults(func=_cmd_stats)
+
+    resize.add_cli(sub)
+    canny.add_cli(sub)
+    for module in (skins_builder, compose_builder, glyph, caption):
+        module.add_cli(sub)
     return parser
 
 

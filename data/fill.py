@@ -12,27 +12,34 @@ written atomically, so an existing file is always complete).
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import shutil
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw
-from tqdm import tqdm
 
-from data.atomic import atomic_save_image, atomic_write_json
-from data.records import Record, write_records
+from data.atomic import atomic_save_image
+from data.build_state import params_path
+from data.records import Record
+from data.runner import Built, Item, run_builder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COLOURS", "FILL_VERSION", "PARAMS_FILE", "build_fill", "fill_record", "outline_width"]
+__all__ = [
+    "COLOURS",
+    "FILL_VERSION",
+    "PARAMS_FILE",
+    "FillSettings",
+    "build_fill",
+    "fill_builder",
+    "fill_record",
+    "outline_width",
+]
 
 # Bump when the pictures or texts change, so resuming over files from an older generator is refused.
 FILL_VERSION = 1
-PARAMS_FILE = "fill_params.json"
+PARAMS_FILE = params_path(Path(), "fill").name  # fill_params.json
 MIN_RESOLUTION = 16
 # Pairs closer than this (Euclidean RGB) are never drawn together: a "snow circle with white
 # background" is an invisible target and a useless training signal.
@@ -160,50 +167,27 @@ def _relative_paths(index: int) -> tuple[str, str]:
     return f"images/{name}", f"conditioning_images/{name}"
 
 
-def _prepare_out_dir(out: Path, resolution: int, seed: int, overwrite: bool) -> None:
-    """Make ``out`` ready to (re)build into, refusing to silently mix files from other settings.
+@dataclass(frozen=True)
+class FillSettings:
+    """What decides the pictures; saved as ``fill_params.json`` so resumes never mix builds."""
 
-    Resuming is only safe if existing files came from the same generator; the params file records
-    that. ``overwrite`` removes the previous build (only the files this builder owns).
+    version: int = FILL_VERSION
+    resolution: int = 128
+    seed: int = 0
+
+
+def fill_builder(item: Item, out: Path, settings: FillSettings) -> Built:
+    """Runner builder for sample ``int(item.key)``: write whichever of its two files are missing.
+
+    Files are written atomically, so one that exists is complete and identical to a rebuild.
     """
-    params = {"builder": "fill", "version": FILL_VERSION, "resolution": resolution, "seed": seed}
-    params_path = out / PARAMS_FILE
-    owned = [out / "images", out / "conditioning_images", out / "train.jsonl", params_path]
-    if overwrite:
-        for path in owned:
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    elif params_path.exists():
-        previous = json.loads(params_path.read_text(encoding="utf-8"))
-        if previous != params:
-            raise FileExistsError(
-                f"{out} holds a fill build with {previous}, not {params}; "
-                "pass overwrite=True (--overwrite) to replace it"
-            )
-    elif any(path.exists() for path in owned):
-        raise FileExistsError(
-            f"{out} already holds dataset files not made by the fill builder; "
-            "pass overwrite=True (--overwrite) to replace them"
-        )
-    # Written first, so an interrupted build is recognisable (and resumable) as ours.
-    atomic_write_json(params_path, params)
-
-
-def _build_one(out: Path, index: int, resolution: int, seed: int) -> tuple[Record, bool]:
-    """Write one sample's files unless both exist; return its record and whether it wrote."""
+    index = int(item.key)
     image_rel, condition_rel = _relative_paths(index)
-    image_path, condition_path = out / image_rel, out / condition_rel
-    image, condition, text = fill_record(index, resolution, seed)
-    record = Record(text=text, image=image_rel, conditioning_image=condition_rel)
-    wrote = False
-    # Files are written atomically, so one that exists is complete and identical to a rebuild.
-    for picture, path in ((image, image_path), (condition, condition_path)):
+    image, condition, text = fill_record(index, settings.resolution, settings.seed)
+    for picture, path in ((image, out / image_rel), (condition, out / condition_rel)):
         if not path.exists():
             atomic_save_image(picture, path)
-            wrote = True
-    return record, wrote
+    return Built(Record(text=text, image=image_rel, conditioning_image=condition_rel))
 
 
 def build_fill(
@@ -219,38 +203,16 @@ def build_fill(
     Images go to ``images/%05d.png`` and ``conditioning_images/%05d.png``; ``train.jsonl`` is written
     last, atomically, so its presence means the build finished. Re-running with the same arguments
     keeps existing images and rewrites the jsonl; a larger ``n`` extends a previous build.
-    ``workers`` > 1 uses threads (PNG encoding releases the GIL); output is identical either way.
+    ``workers`` > 1 uses a process pool (:mod:`data.runner`); output is identical either way.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     _check_args(resolution, seed)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _prepare_out_dir(out, resolution, seed, overwrite)
-
-    records: list[Record] = []
-    written = 0
-    with tqdm(total=n, desc=f"fill {out.name}", unit="sample", disable=None) as progress:
-        for record, wrote in _map_samples(out, n, resolution, seed, workers):
-            records.append(record)
-            written += wrote
-            progress.update()
-
-    jsonl_path = out / "train.jsonl"
-    write_records(jsonl_path, records)
-    logger.info("fill: %d samples in %s (%d written, %d kept)", n, out, written, n - written)
-    return jsonl_path
-
-
-def _map_samples(
-    out: Path, n: int, resolution: int, seed: int, workers: int
-) -> Iterator[tuple[Record, bool]]:
-    """Yield samples in index order, built inline or on a thread pool."""
-    if workers == 1:
-        for index in range(n):
-            yield _build_one(out, index, resolution, seed)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(lambda i: _build_one(out, i, resolution, seed), range(n))
+    items = [Item(key=f"{index:05d}", source=f"fill sample {index}") for index in range(n)]
+    settings = FillSettings(resolution=resolution, seed=seed)
+    summary = run_builder(
+        "fill", fill_builder, items, out_dir, settings, workers=workers, overwrite=overwrite
+    )
+    return summary.jsonl

@@ -24,16 +24,14 @@ from train.checkpointing import (
     save_checkpoint,
     save_controlnet,
 )
-from train.clean_estimate import predicted_clean_latents, unrolled_clean_latents
 from train.config import SkinforgeConfig
 from train.controlnet_dataset import ControlNetTrainDataset, collate_samples
-from train.distributed import check_one_job, step_generator
+from train.distributed import check_one_job
 from train.encoded_cache import CacheSpec, EncodedCache, build_encoded_cache
-from train.losses import diffusion_loss, diffusion_target, drop_prompts
 from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
 from train.run_logging import MetricsLog, configure_logging
 from train.sdxl_models import build_controlnet, load_frozen_sdxl
-from train.step_inputs import StepConditioning
+from train.step_losses import ControlNetStepLosses
 
 if TYPE_CHECKING:
     from train.text_supervision import TextSupervision
@@ -203,6 +201,15 @@ class ControlNetTrainer:
         self.controlnet, self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
             self.controlnet, optimizer, loader, scheduler
         )
+        self.step_losses = ControlNetStepLosses(
+            self.config,
+            self.accelerator,
+            self.controlnet,
+            self.unet,
+            self.noise_scheduler,
+            self.empty_prompt,
+            self.text_supervision,
+        )
 
     def _setup_trackers(self) -> None:
         cfg = self.config
@@ -276,115 +283,7 @@ class ControlNetTrainer:
 
     def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Named losses of one micro-batch; `total` is what is back-propagated."""
-        latents = batch["latents"].to(self.weight_dtype)
-        generator = step_generator(
-            self.config.train.seed, self.accelerator.process_index, self.state.micro_step
-        )
-        noise = torch.randn(latents.shape, generator=generator).to(latents)
-        bsz = latents.shape[0]
-        num_train = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, num_train, (bsz,), generator=generator).to(latents.device)
-        noisy = self._layout(self.noise_scheduler.add_noise(latents, noise, timesteps))
-        prompt_embeds, pooled = drop_prompts(
-            batch["prompt_embeds"],
-            batch["pooled_embeds"],
-            self.empty_prompt,
-            self.config.data.empty_prompt_prob,
-            generator,
-        )
-        conditioning = StepConditioning(
-            prompt_embeds.to(self.weight_dtype),
-            pooled.to(self.weight_dtype),
-            batch["time_ids"].to(self.weight_dtype),
-            self._layout(batch["conditioning_pixel_values"].to(self.weight_dtype)),
-        )
-        prediction = self._predict(noisy, timesteps, conditioning)
-        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
-        losses = {"diffusion": diffusion_loss(prediction, target)}
-        losses |= self._text_losses(batch, noisy, prediction, timesteps, conditioning, generator)
-        losses["total"] = self._total(losses)
-        return losses
-
-    def _predict(
-        self, noisy: torch.Tensor, timesteps: torch.Tensor, conditioning: StepConditioning
-    ) -> torch.Tensor:
-        """The UNet's output with the ControlNet's residuals: what both losses are computed from."""
-        added = {"text_embeds": conditioning.pooled_embeds, "time_ids": conditioning.time_ids}
-        with self.accelerator.autocast():
-            down, mid = self.controlnet(
-                noisy,
-                timesteps,
-                encoder_hidden_states=conditioning.prompt_embeds,
-                added_cond_kwargs=added,
-                controlnet_cond=conditioning.image,
-                return_dict=False,
-            )
-            return self.unet(
-                noisy,
-                timesteps,
-                encoder_hidden_states=conditioning.prompt_embeds,
-                added_cond_kwargs=added,
-                down_block_additional_residuals=[s.to(self.weight_dtype) for s in down],
-                mid_block_additional_residual=mid.to(self.weight_dtype),
-                return_dict=False,
-            )[0]
-
-    def _text_losses(
-        self,
-        batch: dict[str, Any],
-        noisy: torch.Tensor,
-        prediction: torch.Tensor,
-        timesteps: torch.Tensor,
-        conditioning: StepConditioning,
-        generator: torch.Generator,
-    ) -> dict[str, torch.Tensor]:
-        """`ctc`/`feature` on the boxes of the samples the text loss applies to this step (zeros if none)."""
-        if self.text_supervision is None:
-            return {}
-        skipped = self.text_supervision.zero_losses(prediction.device)
-        if not self.text_supervision.due(self.state.step + 1):
-            return skipped
-        selection = self.text_supervision.select(timesteps, batch["boxes"], batch["texts"], generator)
-        if len(selection.samples) == 0:
-            return skipped
-        index = selection.samples.to(prediction.device)
-        clean = self._clean_estimate(
-            noisy[index], prediction[index], timesteps[index], conditioning.take(index)
-        )
-        reference = batch["pixel_values"][index] if "pixel_values" in batch else None
-        return self.text_supervision.losses(clean, selection, timesteps[index], reference)
-
-    def _clean_estimate(
-        self,
-        noisy: torch.Tensor,
-        prediction: torch.Tensor,
-        timesteps: torch.Tensor,
-        conditioning: StepConditioning,
-    ) -> torch.Tensor:
-        cfg = self.config.text_loss
-        if cfg.estimate == "one_step":
-            return predicted_clean_latents(self.noise_scheduler, noisy, prediction, timesteps)
-
-        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self._predict(self._layout(x), t, conditioning)
-
-        return unrolled_clean_latents(
-            self.noise_scheduler, denoise, noisy, prediction, timesteps, cfg.unroll_steps
-        )
-
-    def _total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        total = self.config.train.diffusion_loss_weight * losses["diffusion"]
-        if "ctc" in losses:
-            total = total + self.config.text_loss.ctc_weight * losses["ctc"]
-        if "feature" in losses:
-            total = total + self.config.text_loss.feature_weight * losses["feature"]
-        return total
-
-    def _layout(self, images: torch.Tensor) -> torch.Tensor:
-        """Image batches in the models' memory layout, so the first convolution need not convert them."""
-        if self.config.train.channels_last:
-            return images.contiguous(memory_format=torch.channels_last)
-        return images
+        return self.step_losses(batch, micro_step=self.state.micro_step, step=self.state.step)
 
     def _after_step(self, losses: dict[str, torch.Tensor], bar: tqdm) -> None:
         cfg, step = self.config, self.state.step

@@ -1,0 +1,114 @@
+"""Run a *batched* builder in the main process, with the runner's resume, journal and summary semantics.
+
+:func:`data.runner.run_builder` maps a per-item function over a process pool: right for Canny, wrong
+for a neural captioner, whose model should be loaded once and fed batches (on a GPU, or on all CPU
+cores through torch's own threads). A batch builder takes a list of items and returns one result per
+item, in order: :class:`~data.runner.Built`, or :class:`~data.runner.Failure` for an input it could
+not use (one bad image must not fail its whole batch)::
+
+    def batch_builder(items: list[Item], out: Path, settings: S) -> list[Built | Failure]
+
+Everything else is the runner's: ``<name>_params.json`` (resume with other settings refused), the
+journal (finished items kept on resume), ``train.jsonl`` and ``failed.jsonl`` written atomically in
+input order, the logged summary, and ``strict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from data.atomic import atomic_write
+from data.build_state import Journal, prepare_out_dir
+from data.records import Record, write_records
+from data.runner import BuildFailed, BuildSummary, Built, Failure, Item, log_summary
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BatchBuilder", "run_batched"]
+
+S = TypeVar("S")
+BatchBuilder = Callable[[list[Item], Path, Any], list["Built | Failure"]]
+
+
+def _account(
+    summary: BuildSummary, journal: Journal, item: Item, result: Built | Failure, strict: bool
+) -> bool:
+    """Fold one result into the summary and journal; True if built. Raises BuildFailed if strict."""
+    if isinstance(result, Failure):
+        summary.failed.append(result)
+        if strict:
+            raise BuildFailed(result)
+        return False
+    entry = {
+        "key": item.key,
+        "input": item.fingerprint(),
+        "record": result.record.to_json(),
+        "notes": list(result.notes),
+    }
+    journal.add(entry)
+    summary.built += 1
+    return True
+
+
+def _finish(summary: BuildSummary, journal: Journal, items: Sequence[Item], done: set[str]) -> None:
+    """Compact the journal and write ``train.jsonl`` in input order; total up the notes."""
+    keys = [item.key for item in items if item.key in done]
+    journal.compact(keys)
+    write_records(summary.jsonl, (Record.from_json(journal.entries[key]["record"]) for key in keys))
+    for key in keys:
+        summary.notes.update(journal.entries[key]["notes"])
+
+
+def run_batched(
+    name: str,
+    builder: BatchBuilder,
+    items: Sequence[Item],
+    out: str | Path,
+    settings: S,
+    *,
+    batch_size: int = 8,
+    strict: bool = False,
+    overwrite: bool = False,
+) -> BuildSummary:
+    """Build (or resume) ``out/train.jsonl`` by feeding ``builder`` batches of ``items``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len({item.key for item in items}) != len(items):
+        raise ValueError("item keys must be unique")
+    out = Path(out)
+    prepare_out_dir(out, name, {"builder": name, **dataclasses.asdict(settings)}, overwrite)  # type: ignore[call-overload]
+    journal = Journal(out, name)
+    journal.load()
+    summary = BuildSummary(name, out / "train.jsonl")
+    done = {item.key for item in items if journal.finished(item.key, item.fingerprint()) is not None}
+    summary.kept = len(done)
+    todo = [item for item in items if item.key not in done]
+    try:
+        with tqdm(total=len(items), initial=summary.kept, desc=name, unit="item", disable=None) as bar:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                results = builder(batch, out, settings)
+                for item, result in zip(batch, results, strict=True):
+                    if _account(summary, journal, item, result, strict):
+                        done.add(item.key)
+                bar.update(len(batch))
+    finally:
+        _write_failures(out / "failed.jsonl", summary.failed)
+        journal.close()
+    _finish(summary, journal, items, done)
+    log_summary(summary)
+    return summary
+
+
+def _write_failures(path: Path, failures: Sequence[Failure]) -> None:
+    """Same format as the runner's ``failed.jsonl``: one ``{"key", "path", "reason"}`` per line."""
+    with atomic_write(path) as handle:
+        for failure in failures:
+            handle.write(json.dumps(dataclasses.asdict(failure), ensure_ascii=False) + "\n")

@@ -1,0 +1,315 @@
+"""Run a per-record builder over a dataset: process pool, resume, progress, summary, failed.jsonl.
+
+A *builder* is a plain, picklable module-level function over one input item::
+
+    def builder(item: Item, out: Path, settings: S) -> Built
+
+It reads ``item.record`` (paths absolute) or ``item.source``, writes its output files under ``out``
+(atomically: :mod:`data.atomic`, :func:`data.image_io.write_png`), and returns ``Built(record)``
+whose paths are relative to ``out``. A bad input raises :class:`BadInput` (reason, optional path);
+an item with nothing to do raises :class:`SkipItem`. Nothing else about the run leaks into the
+builder, so the same function can later run on a cluster engine. ``settings`` is a frozen dataclass;
+it is written to ``<name>_params.json`` and resuming with different settings is refused.
+
+Example::
+
+    @dataclass(frozen=True)
+    class GreySettings:
+        version: int = 1
+
+    def grey(item: Item, out: Path, settings: GreySettings) -> Built:
+        image = read_image(Path(item.record.image))          # raises BadInput on bad files
+        rel = f"conditioning_images/{item.key}.png"
+        write_png(out / rel, cv2.cvtColor(image.pixels, cv2.COLOR_BGR2GRAY))
+        return Built(replace(item.record, conditioning_image=rel), image.notes)
+
+    summary = run_builder("grey", grey, items_from_jsonl("in/train.jsonl"), "out", GreySettings())
+
+The runner gives every builder: a process pool (``workers``, default all cores) with a bounded number
+of chunks in flight (memory stays flat on 100k items), output in input order whatever the worker
+count, a progress bar, resume (items journaled as finished whose files still exist are not rebuilt),
+``train.jsonl`` and ``failed.jsonl`` written atomically at the end, a logged summary, and ``strict``
+to stop at the first failure. The CLI side lives in :mod:`data.builder_cli`.
+
+Workers are started by a fork server (forking a parent whose OpenCV or torch thread pools have run
+can deadlock), so builders and settings must be importable, picklable module-level objects, and a
+script calling ``run_builder`` with ``workers > 1`` needs the usual ``if __name__ == "__main__":``
+guard. ``workers=1`` runs inline in the calling process (no pool; easiest to debug).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+from tqdm import tqdm
+
+from data.atomic import atomic_write
+from data.build_state import Journal, JournalEntry, prepare_out_dir
+from data.records import Record, write_records
+from data.worker_setup import init_worker
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BadInput",
+    "BuildFailed",
+    "BuildSummary",
+    "Built",
+    "Failure",
+    "Item",
+    "SkipItem",
+    "run_builder",
+]
+
+S = TypeVar("S")
+IN_FLIGHT_PER_WORKER = 4  # chunks queued per worker: keeps every core busy, memory bounded
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: ``key`` names its outputs (unique, file-name safe), ``source`` is the input path
+    used in reports, ``record`` the input record (absolute paths) or None for raw files."""
+
+    key: str
+    source: str
+    record: Record | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the input was (JSON); a journaled output is reused only if this is unchanged."""
+        return {"source": self.source, "record": None if self.record is None else self.record.to_json()}
+
+
+@dataclass(frozen=True)
+class Built:
+    """A builder's result: the output record (paths relative to ``out``) and notes such as
+    "palette PNG converted to RGB (lossless)", which are counted in the summary."""
+
+    record: Record
+    notes: tuple[str, ...] = ()
+
+
+class BadInput(Exception):
+    """The item's input cannot be used; ``reason`` should not repeat the path (it is reported apart)."""
+
+    def __init__(self, reason: str, path: str | Path | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = None if path is None else str(path)
+
+
+class SkipItem(Exception):
+    """The item needs no output (e.g. no text found); not an error, counted as skipped."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed or skipped item, as written to ``failed.jsonl``."""
+
+    key: str
+    path: str
+    reason: str
+
+
+class BuildFailed(ValueError):
+    """Raised in strict mode at the first failure; finished items stay journaled for a resume."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(f"strict: {failure.path}: {failure.reason}")
+        self.failure = failure
+
+
+@dataclass
+class BuildSummary:
+    """What a run did. ``kept`` items were finished by an earlier run and not rebuilt."""
+
+    name: str
+    jsonl: Path
+    built: int = 0
+    kept: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    skipped: list[Failure] = field(default_factory=list)
+    notes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def written(self) -> int:
+        return self.built + self.kept
+
+
+class _Outcome(NamedTuple):
+    """One item's result as sent back from a worker: a journal entry, or a failure (maybe a skip)."""
+
+    key: str
+    entry: JournalEntry | None = None
+    failure: Failure | None = None
+    skipped: bool = False
+
+
+def _run_one(builder: Callable[[Item, Path, Any], Built], out: Path, settings: Any, item: Item) -> _Outcome:
+    try:
+        built = builder(item, out, settings)
+    except BadInput as exc:
+        return _Outcome(item.key, failure=Failure(item.key, exc.path or item.source, exc.reason))
+    except SkipItem as exc:
+        return _Outcome(item.key, failure=Failure(item.key, item.source, str(exc)), skipped=True)
+    entry = {
+        "key": item.key,
+        "input": item.fingerprint(),
+        "record": built.record.to_json(),
+        "notes": list(built.notes),
+    }
+    return _Outcome(item.key, entry=entry)
+
+
+def _run_chunk(
+    builder: Callable[[Item, Path, Any], Built], out: Path, settings: Any, items: list[Item]
+) -> list[_Outcome]:
+    return [_run_one(builder, out, settings, item) for item in items]
+
+
+def _ordered_map(
+    fn: Callable[[list[Item]], list[_Outcome]], chunks: Iterator[list[Item]], workers: int
+) -> Iterator[list[_Outcome]]:
+    """Map ``fn`` over chunks in input order with at most ``workers * 4`` chunks in flight."""
+    if workers == 1:
+        yield from map(fn, chunks)
+        return
+    # forkserver, not fork: forking a parent whose OpenCV/torch thread pools already ran deadlocks the
+    # child; the fork server is a clean process with the heavy imports preloaded, so workers start fast.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["data.runner", "data.worker_setup"])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker)
+    pending: deque[Future[list[_Outcome]]] = deque()
+    try:
+        for chunk in chunks:
+            pending.append(pool.submit(fn, chunk))
+            if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:  # also on strict failure / Ctrl-C: drop queued work, let running items finish
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chunks(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _check_keys(items: Sequence[Item]) -> None:
+    duplicates = [key for key, count in Counter(item.key for item in items).items() if count > 1]
+    if duplicates:
+        raise ValueError(f"item keys must be unique; duplicated: {duplicates[:5]}")
+
+
+def run_builder(
+    name: str,
+    builder: Callable[[Item, Path, S], Built],
+    items: Sequence[Item],
+    out: str | Path,
+    settings: S,
+    *,
+    workers: int | None = None,
+    strict: bool = False,
+    overwrite: bool = False,
+    chunksize: int | None = None,
+) -> BuildSummary:
+    """Build (or resume) ``out/train.jsonl`` by running ``builder`` over ``items``; see the module doc.
+
+    ``settings`` must be a dataclass instance (picklable; saved as the build's params). Raises
+    :class:`BuildFailed` in ``strict`` mode, FileExistsError if ``out`` holds another build.
+    """
+    out = Path(out)
+    workers = workers or os.cpu_count() or 1
+    _check_keys(items)
+    prepare_out_dir(out, name, {"builder": name, **dataclasses.asdict(settings)}, overwrite)  # type: ignore[call-overload]
+    journal = Journal(out, name)
+    journal.load()
+    summary = BuildSummary(name, out / "train.jsonl")
+    kept = {item.key for item in items if journal.finished(item.key, item.fingerprint()) is not None}
+    todo = [item for item in items if item.key not in kept]
+    summary.kept = len(kept)
+    built: set[str] = set()
+    chunk = chunksize or max(1, min(8, len(todo) // (workers * 16)))  # small chunks: short idle tail
+    task = partial(_run_chunk, builder, out, settings)
+    try:
+        with tqdm(total=len(items), initial=summary.kept, desc=name, unit="item", disable=None) as bar:
+            results = contextlib.closing(_ordered_map(task, _chunks(todo, chunk), workers))
+            with results as outcome_chunks:  # closed at once on a strict failure: stops the pool
+                for outcomes in outcome_chunks:
+                    for outcome in outcomes:
+                        _account(summary, journal, outcome, strict)
+                        if outcome.entry is not None:
+                            built.add(outcome.key)
+                    bar.update(len(outcomes))
+    finally:
+        _write_failures(out / "failed.jsonl", summary.failed)
+        journal.close()
+    done = [item.key for item in items if item.key in kept or item.key in built]
+    journal.compact(done)
+    write_records(summary.jsonl, (Record.from_json(journal.entries[key]["record"]) for key in done))
+    for key in done:
+        summary.notes.update(journal.entries[key]["notes"])
+    log_summary(summary)
+    return summary
+
+
+def _account(summary: BuildSummary, journal: Journal, outcome: _Outcome, strict: bool) -> None:
+    """Fold one item's outcome into the summary and journal; raise BuildFailed if strict."""
+    if outcome.entry is not None:
+        journal.add(outcome.entry)
+        summary.built += 1
+        return
+    assert outcome.failure is not None  # a worker returns an entry or a failure
+    if outcome.skipped:
+        summary.skipped.append(outcome.failure)
+        return
+    summary.failed.append(outcome.failure)
+    if strict:
+        raise BuildFailed(outcome.failure)
+
+
+def _write_failures(path: Path, failures: Sequence[Failure]) -> None:
+    """``failed.jsonl``: one ``{"key", "path", "reason"}`` per failed item of this run (may be empty)."""
+    with atomic_write(path) as handle:
+        for failure in failures:
+            handle.write(json.dumps(dataclasses.asdict(failure), ensure_ascii=False) + "\n")
+
+
+def log_summary(summary: BuildSummary, examples: int = 3) -> None:
+    """Log counts, then failure/skip reasons grouped with a few example paths, then notes."""
+    logger.info(
+        "%s: %d records in %s (%d built, %d kept from an earlier run), %d skipped, %d failed",
+        summary.name,
+        summary.written,
+        summary.jsonl,
+        summary.built,
+        summary.kept,
+        len(summary.skipped),
+        len(summary.failed),
+    )
+    for label, entries, level in (
+        ("failed", summary.failed, logging.WARNING),
+        ("skipped", summary.skipped, logging.INFO),
+    ):
+        by_reason: dict[str, list[str]] = {}
+        for entry in entries:
+            by_reason.setdefault(entry.reason, []).append(entry.path)
+        for reason, paths in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+            shown = ", ".join(paths[:examples]) + (", ..." if len(paths) > examples else "")
+            logger.log(level, "  %s %d× %s: %s", label, len(paths), reason, shown)
+    if summary.failed:
+        logger.warning("  every failure with its path and reason: %s", summary.jsonl.parent / "failed.jsonl")
+    for note, count in summary.notes.most_common():
+        logger.info("  note %d× %s", count, note)
