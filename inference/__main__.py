@@ -1,4 +1,4 @@
-"""``python -m inference``: batch inference of trained ControlNets into images, grid.png and report.json.
+"""``python -m inference``: batch inference of trained ControlNets into images, metrics and a report.
 
 User mistakes (a wrong folder, a bad jsonl line, a missing file) end with exit code 2 and the
 problem in one message, not a traceback: the traceback would bury the one line that matters.
@@ -11,61 +11,167 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from data.records import DatasetError
 from inference.batch import run_batch_inference
+from inference.evaluate import MetricSettings
+from inference.metrics import EdgeSettings
 from inference.pipeline import GenerationSettings
+from inference.settings import DTYPES, SCHEDULER_NAMES, SpeedSettings
+from inference.sources import AUTO
+from recognizer.ocr import OcrConfig
 
 logger = logging.getLogger("inference")
 
 PROG = "python -m inference"
-_DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPE_CHOICES = sorted(DTYPES)
+_BASE_SCHEDULER = "base"
+
+
+def _add_generation_args(parser: argparse.ArgumentParser) -> None:
+    """Inputs and sampling; defaults mirror GenerationSettings so the two never disagree."""
+    defaults = GenerationSettings()
+    group = parser.add_argument_group("what to generate")
+    group.add_argument(
+        "--checkpoint", nargs="+", required=True, metavar="CKPT",
+        help="run folder, checkpoint-N folder or diffusers ControlNet folder (several to compare)",
+    )  # fmt: skip
+    group.add_argument(
+        "--data", required=True, type=Path, help="fill50k-format jsonl (text + conditioning_image)"
+    )
+    group.add_argument("--out", required=True, type=Path, help="output folder")
+    group.add_argument("--base", help="base SDXL folder or hub id (default: model.base from skinforge.yaml)")
+    group.add_argument(
+        "--base-controlnet", nargs="?", const=AUTO, metavar="PATH",
+        help="also run the ControlNet training started from: PATH, or without PATH the model.controlnet "
+        "in the checkpoints' skinforge.yaml (shown as step 0)",
+    )  # fmt: skip
+    group.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds per record (default: 0)")
+    group.add_argument("--limit", type=int, help="use only the first N records")
+    group.add_argument("--steps", type=int, default=defaults.num_inference_steps, help="denoising steps")
+    group.add_argument("--guidance", type=float, default=defaults.guidance_scale, help="CFG scale")
+    group.add_argument(
+        "--scheduler", choices=[_BASE_SCHEDULER, *SCHEDULER_NAMES], default=_BASE_SCHEDULER,
+        help="sampler (default: the base model's own)",
+    )  # fmt: skip
+    group.add_argument(
+        "--conditioning-scale", type=float, default=defaults.controlnet_conditioning_scale,
+        help="ControlNet scale",
+    )  # fmt: skip
+    group.add_argument(
+        "--control-start", type=float, default=defaults.control_guidance_start,
+        help="fraction of the steps at which the ControlNet starts acting",
+    )  # fmt: skip
+    group.add_argument(
+        "--control-end", type=float, default=defaults.control_guidance_end,
+        help="fraction of the steps at which the ControlNet stops acting",
+    )  # fmt: skip
+    group.add_argument("--negative-prompt", default=defaults.negative_prompt, help="negative prompt")
+    group.add_argument("--resolution", type=int, help="square output side (default: each condition's size)")
+
+
+def _add_speed_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("speed and memory (not in params.json: a resume may change them)")
+    group.add_argument("--batch-size", type=int, default=4, help="images per pipeline call (default: 4)")
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    group.add_argument(
+        "--dtype", choices=["auto", *_DTYPE_CHOICES], default="auto",
+        help="dtype of all models (auto: fp16 on cuda with an fp32 VAE, fp32 on cpu)",
+    )  # fmt: skip
+    group.add_argument("--unet-dtype", choices=_DTYPE_CHOICES, help="UNet and ControlNet dtype")
+    group.add_argument("--vae-dtype", choices=_DTYPE_CHOICES, help="VAE dtype")
+    group.add_argument("--text-encoder-dtype", choices=_DTYPE_CHOICES, help="text encoders' dtype")
+    group.add_argument(
+        "--attention", choices=["sdpa", "xformers"], default="sdpa",
+        help="attention kernels; xformers falls back to SDPA when it cannot load",
+    )  # fmt: skip
+    group.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile UNet and ControlNet (slow first batch; falls back to eager on failure)",
+    )  # fmt: skip
+    group.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    group.add_argument(
+        "--vae-tiling", action="store_true", help="decode in tiles (large images, less memory)"
+    )
+    group.add_argument("--vae-slicing", action="store_true", help="decode one image of a batch at a time")
+    group.add_argument("--cpu-offload", action="store_true", help="diffusers model CPU offload (GPU only)")
+
+
+def _add_metric_args(parser: argparse.ArgumentParser) -> None:
+    defaults = EdgeSettings()
+    group = parser.add_argument_group("metrics")
+    group.add_argument("--no-metrics", action="store_true", help="only generate (no metrics.json/csv)")
+    group.add_argument("--canny-low", type=int, default=defaults.low, help="Canny low threshold")
+    group.add_argument("--canny-high", type=int, default=defaults.high, help="Canny high threshold")
+    group.add_argument(
+        "--edge-tolerance", type=int, default=defaults.tolerance,
+        help="pixels an edge may be off and still count, for the tolerant edge F1",
+    )  # fmt: skip
+    group.add_argument(
+        "--condition-canny", action="store_true",
+        help="run Canny on the conditions too (default: they are edge maps already)",
+    )  # fmt: skip
+    group.add_argument("--no-ocr", action="store_true", help="skip the OCR text metrics")
+    group.add_argument("--ocr-backend", choices=["rapidocr", "paddleocr"], default="rapidocr")
+    group.add_argument(
+        "--ocr-rec-model", type=Path, help="OCR recognition model (default: rapidocr's PP-OCR)"
+    )
+    group.add_argument("--clip-model", type=Path, help="local transformers CLIP folder, for the CLIP score")
+    group.add_argument("--fid-model", type=Path, help="local TorchScript Inception (inception-2015-12-05.pt)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI; defaults mirror GenerationSettings so the two never disagree."""
-    defaults = GenerationSettings()
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Generate images from trained SDXL ControlNets for a jsonl dataset, "
-        "with a comparison grid and a report. Existing images in --out are kept (resume).",
+        description="Generate images from trained SDXL ControlNets for a jsonl dataset, score them (edge "
+        "adherence, OCR of the labels) and write report.html. Existing images in --out are kept (resume).",
     )
-    parser.add_argument(
-        "--checkpoint",
-        nargs="+",
-        required=True,
-        metavar="CKPT",
-        help="run folder, checkpoint-N folder or diffusers ControlNet folder (several to compare)",
-    )
-    parser.add_argument(
-        "--data", required=True, type=Path, help="fill50k-format jsonl (text + conditioning_image)"
-    )
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--base", help="base SDXL folder or hub id (default: model.base from skinforge.yaml)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds per record (default: 0)")
-    parser.add_argument("--steps", type=int, default=defaults.num_inference_steps, help="denoising steps")
-    parser.add_argument("--guidance", type=float, default=defaults.guidance_scale, help="CFG scale")
-    parser.add_argument(
-        "--conditioning-scale",
-        type=float,
-        default=defaults.controlnet_conditioning_scale,
-        help="ControlNet scale",
-    )
-    parser.add_argument("--negative-prompt", default=defaults.negative_prompt, help="negative prompt")
-    parser.add_argument("--resolution", type=int, help="square output side (default: each condition's size)")
-    parser.add_argument("--limit", type=int, help="use only the first N records")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per pipeline call (default: 4)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument(
-        "--dtype",
-        choices=sorted(_DTYPES),
-        default="auto",
-        help="weights dtype (auto: fp16 on cuda, fp32 on cpu)",
-    )
+    _add_generation_args(parser)
+    _add_speed_args(parser)
+    _add_metric_args(parser)
     return parser
+
+
+def _settings(args: argparse.Namespace) -> GenerationSettings:
+    return GenerationSettings(
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        controlnet_conditioning_scale=args.conditioning_scale,
+        negative_prompt=args.negative_prompt,
+        resolution=args.resolution,
+        scheduler=None if args.scheduler == _BASE_SCHEDULER else args.scheduler,
+        control_guidance_start=args.control_start,
+        control_guidance_end=args.control_end,
+    )
+
+
+def _speed(args: argparse.Namespace) -> SpeedSettings:
+    return SpeedSettings(
+        unet_dtype=args.unet_dtype,
+        vae_dtype=args.vae_dtype,
+        text_encoder_dtype=args.text_encoder_dtype,
+        attention=args.attention,
+        compile=args.compile,
+        channels_last=args.channels_last,
+        vae_tiling=args.vae_tiling,
+        vae_slicing=args.vae_slicing,
+        cpu_offload=args.cpu_offload,
+    )
+
+
+def _metrics(args: argparse.Namespace) -> MetricSettings | None:
+    if args.no_metrics:
+        return None
+    if args.ocr_rec_model is not None and not args.ocr_rec_model.exists():
+        raise FileNotFoundError(
+            f"--ocr-rec-model {args.ocr_rec_model}: file not found (leave the option out to use the PP-OCR "
+            "recognition model shipped with rapidocr, or pass --no-ocr)"
+        )
+    edges = EdgeSettings(args.canny_low, args.canny_high, args.edge_tolerance, not args.condition_canny)
+    ocr = OcrConfig(backend=args.ocr_backend, rec_model=args.ocr_rec_model, use_angle_cls=False)
+    return MetricSettings(edges, not args.no_ocr, ocr, args.clip_model, args.fid_model)
 
 
 def _quiet_loading_bars() -> None:
@@ -80,29 +186,25 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_loading_bars()
     try:
-        settings = GenerationSettings(
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance,
-            controlnet_conditioning_scale=args.conditioning_scale,
-            negative_prompt=args.negative_prompt,
-            resolution=args.resolution,
-        )
         report = run_batch_inference(
             args.checkpoint,
             args.data,
             args.out,
-            settings,
+            _settings(args),
             seeds=args.seeds,
             base=args.base,
             limit=args.limit,
             batch_size=args.batch_size,
             device=args.device,
-            dtype=_DTYPES[args.dtype],
+            dtype=None if args.dtype == "auto" else DTYPES[args.dtype],
+            speed=_speed(args),
+            metrics=_metrics(args),
+            base_controlnet=args.base_controlnet,
         )
     except (ValueError, DatasetError, FileNotFoundError) as err:
         sys.stderr.write(f"{PROG}: error: {err}\n")
         return 2
-    logger.info("Done: %s", report)
+    logger.info("Done: %s (open %s)", report, report.parent / "report.html")
     return 0
 
 

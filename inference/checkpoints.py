@@ -33,12 +33,15 @@ class ControlNetSource:
 
     ``name`` is what output folders and grid columns are called; ``base`` is None when no
     ``skinforge.yaml`` says (the caller must then supply one); ``step`` is None for final weights.
+    ``base_controlnet`` is the ControlNet training started from (``model.controlnet``), None when the
+    run copied the UNet or no skinforge.yaml says.
     """
 
     name: str
     controlnet_dir: Path
     base: str | None
     step: int | None
+    base_controlnet: str | None = None
 
 
 def _is_controlnet_folder(folder: Path) -> bool:
@@ -53,25 +56,25 @@ def _is_controlnet_folder(folder: Path) -> bool:
     return isinstance(data, dict) and data.get("_class_name") == CONTROLNET_CLASS
 
 
-def _read_base(config_path: Path) -> str | None:
-    """``model.base`` of a skinforge.yaml; a broken file is an error because guessing a base is worse."""
+def _read_model_field(config_path: Path, key: str) -> str | None:
+    """``model.<key>`` of a skinforge.yaml; a broken file is an error because guessing a base is worse."""
     try:
         tree = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ValueError(f"{config_path} is not valid YAML: {err}") from err
     model = tree.get("model") if isinstance(tree, dict) else None
-    base = model.get("base") if isinstance(model, dict) else None
-    return base if isinstance(base, str) and base.strip() else None
+    value = model.get(key) if isinstance(model, dict) else None
+    return value if isinstance(value, str) and value.strip() else None
 
 
-def _find_base(folders: list[Path]) -> str | None:
-    """The first ``model.base`` found in the skinforge.yaml of ``folders`` (searched in order)."""
+def _find_model_field(folders: list[Path], key: str) -> str | None:
+    """The first ``model.<key>`` found in the skinforge.yaml of ``folders`` (searched in order)."""
     for folder in folders:
         config = folder / CONFIG_FILE
         if config.is_file():
-            base = _read_base(config)
-            if base is not None:
-                return base
+            value = _read_model_field(config, key)
+            if value is not None:
+                return value
     return None
 
 
@@ -120,7 +123,13 @@ def resolve_checkpoint(path: str | Path) -> ControlNetSource:
         owner = folder.parent if folder.name == CONTROLNET_DIR else folder
     else:
         raise _not_a_checkpoint(folder, _missing_reason(folder))
-    base = _find_base([owner, controlnet_dir])
-    source = ControlNetSource(owner.name, controlnet_dir, base, _step_of(owner.name))
+    folders = [owner, controlnet_dir]
+    source = ControlNetSource(
+        owner.name,
+        controlnet_dir,
+        _find_model_field(folders, "base"),
+        _step_of(owner.name),
+        _find_model_field(folders, "controlnet"),
+    )
     logger.debug("resolved %s -> %s", path, source)
     return source

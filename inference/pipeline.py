@@ -4,86 +4,166 @@ Shared by batch inference and by the trainer's validation (which passes its in-m
 ControlNet so nothing is reloaded from disk). Every image gets its own ``torch.Generator`` seeded
 from its own seed, so an image depends only on (prompt, condition, seed, settings), not on which
 batch it happened to land in: a resumed or re-batched run reproduces the same pictures.
+
+The pipeline is split in two diffusers pipelines: a text-only SDXL pipeline behind a PromptEncoder
+(embeddings once per unique prompt) and the ControlNet pipeline without text encoders. The split is
+what lets each part have its own dtype: diffusers casts embeddings to the text encoder's dtype while
+it has one, and to the UNet's when it has none. Latents are decoded here, in the VAE's own dtype, for
+the same reason.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    StableDiffusionXLControlNetPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from PIL import Image
+
+from inference.prompts import PromptEncoder
+from inference.schedulers import make_scheduler
+from inference.settings import SIZE_MULTIPLE, ComponentDtypes, GenerationSettings, SpeedSettings
+from inference.speed import (
+    EagerModules,
+    call_with_compile_fallback,
+    compile_denoiser,
+    configure,
+    place,
+    prepare_controlnet,
+    usable,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GenerationSettings", "generate", "load_pipeline", "output_size", "swap_controlnet"]
+__all__ = [
+    "ControlNetPipeline",
+    "GenerationSettings",
+    "generate",
+    "load_pipeline",
+    "output_size",
+    "swap_controlnet",
+]
 
-SIZE_MULTIPLE = 8  # the VAE downsamples 8x; other sizes fail inside the UNet
+_TEXT_PARTS = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
 
 
 @dataclass
-class GenerationSettings:
-    """Sampling settings; everything here changes the pictures, so it goes into report.json.
+class ControlNetPipeline:
+    """The denoising pipeline, the prompt encoder feeding it, and what ``generate`` needs to switch."""
 
-    ``negative_prompt=""`` means SDXL's default (zeroed negative embeddings), not an encoded empty
-    string. ``resolution`` None keeps each condition's own size (rounded down to a multiple of 8);
-    an int makes square images of that side, stretching the condition to fit.
-    """
-
-    num_inference_steps: int = 20
-    guidance_scale: float = 5.0
-    controlnet_conditioning_scale: float = 1.0
-    negative_prompt: str = ""
-    resolution: int | None = None
+    denoiser: StableDiffusionXLControlNetPipeline
+    encoder: PromptEncoder
+    speed: SpeedSettings = field(default_factory=SpeedSettings)
+    attention: str = "sdpa"
+    eager: EagerModules = field(default_factory=dict)
+    scheduler: str | None = None
+    """Name of the sampler in use; None is the base model's own."""
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.num_inference_steps < 1:
-            problems.append(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        if self.resolution is not None and self.resolution < SIZE_MULTIPLE:
-            problems.append(f"resolution must be >= {SIZE_MULTIPLE}, got {self.resolution}")
-        if problems:
-            raise ValueError("invalid GenerationSettings: " + "; ".join(problems))
+        self._base_scheduler = self.denoiser.scheduler
+
+    @property
+    def unet(self) -> torch.nn.Module:
+        return self.denoiser.unet
+
+    @property
+    def controlnet(self) -> torch.nn.Module:
+        return self.denoiser.controlnet
+
+    def use_scheduler(self, name: str | None) -> None:
+        """Switch sampler only when it changes, so the trainer's repeated validations stay cheap."""
+        if name != self.scheduler:
+            self.denoiser.scheduler = make_scheduler(name, self._base_scheduler)
+            self.scheduler = name
+
+
+def _vae_dtype(base: str, wanted: torch.dtype) -> torch.dtype:
+    """fp32 instead of fp16 for a VAE whose config says it must upcast (SDXL's overflows into NaNs)."""
+    if wanted != torch.float16:
+        return wanted
+    config = AutoencoderKL.load_config(str(base), subfolder="vae")
+    if config.get("force_upcast", False):
+        logger.warning("the VAE of %s overflows in float16 (force_upcast); decoding in float32", base)
+        return torch.float32
+    return wanted
 
 
 def load_pipeline(
     base: str,
     controlnet: ControlNetModel | str | Path,
     device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | ComponentDtypes = torch.float32,
     unet: UNet2DConditionModel | None = None,
-) -> StableDiffusionXLControlNetPipeline:
+    speed: SpeedSettings | None = None,
+) -> ControlNetPipeline:
     """Build the pipeline from the ``base`` SDXL folder/hub id and a ControlNet (model or folder).
 
-    Components loaded here get ``dtype``; models passed in (``controlnet``, ``unet``) are used as they
-    are and only moved to ``device``, never cast, because casting would silently change the weights
-    the trainer is still optimising.
+    Components loaded here get ``dtype`` (one for all, or per component); models passed in
+    (``controlnet``, ``unet``) are used as they are and only moved to ``device``, never cast, because
+    casting would silently change the weights the trainer is still optimising. Without ``speed`` the
+    models keep the attention processors they have (the trainer's must not be switched under it).
     """
+    configured = speed is not None
+    speed = usable(speed, device) if speed is not None else SpeedSettings()
+    dtypes = dtype if isinstance(dtype, ComponentDtypes) else ComponentDtypes.uniform(dtype)
+    vae_dtype = _vae_dtype(base, dtypes.vae)
     if not isinstance(controlnet, ControlNetModel):
-        controlnet = ControlNetModel.from_pretrained(str(controlnet), dtype=dtype)
-    components: dict[str, object] = {"controlnet": controlnet}
+        controlnet = ControlNetModel.from_pretrained(str(controlnet), dtype=dtypes.unet)
+    components: dict[str, object] = {"controlnet": controlnet, **dict.fromkeys(_TEXT_PARTS)}
     if unet is not None:
         components["unet"] = unet
-    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(str(base), dtype=dtype, **components)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    denoiser = StableDiffusionXLControlNetPipeline.from_pretrained(
+        str(base), dtype={"default": dtypes.unet, "vae": vae_dtype}, **components
+    )
+    text = StableDiffusionXLPipeline.from_pretrained(
+        str(base), unet=None, vae=None, dtype=dtypes.text_encoders
+    )
+    for pipe in (denoiser, text):
+        place(pipe, device, speed.cpu_offload)
+        pipe.set_progress_bar_config(disable=True)
+    attention = configure(denoiser, speed) if configured else "as loaded"
+    eager = compile_denoiser(denoiser) if speed.compile else {}
+    return ControlNetPipeline(denoiser, PromptEncoder(text), speed, attention, eager)
 
 
-def swap_controlnet(
-    pipe: StableDiffusionXLControlNetPipeline, controlnet: ControlNetModel | str | Path
-) -> StableDiffusionXLControlNetPipeline:
+def _architecture(model: torch.nn.Module) -> dict[str, object]:
+    """A model's config without diffusers' bookkeeping keys (``_name_or_path`` and the like)."""
+    return {key: value for key, value in model.config.items() if not key.startswith("_")}
+
+
+def swap_controlnet(pipe: ControlNetPipeline, controlnet: ControlNetModel | str | Path) -> ControlNetPipeline:
     """Put another ControlNet into a loaded pipeline, so comparing checkpoints loads the base once.
 
-    A folder is loaded in the dtype of the pipeline's UNet and moved to its device.
+    A folder is loaded in the dtype of the pipeline's UNet. When its architecture matches the one in
+    use, its weights are copied into it in place: a compiled ControlNet then needs no recompile and
+    offload hooks stay attached.
     """
     if not isinstance(controlnet, ControlNetModel):
         controlnet = ControlNetModel.from_pretrained(str(controlnet), dtype=pipe.unet.dtype)
-        controlnet.to(pipe.device)
-    pipe.register_modules(controlnet=controlnet)
+    current = pipe.eager.get("controlnet", pipe.denoiser.controlnet)
+    if _architecture(current) == _architecture(controlnet):
+        with torch.no_grad():
+            current.load_state_dict(controlnet.state_dict())
+        return pipe
+    logger.info("ControlNet architecture differs; replacing the module (a compiled one is recompiled)")
+    prepare_controlnet(controlnet, pipe.speed, pipe.attention)
+    if pipe.speed.cpu_offload:
+        pipe.denoiser.controlnet = controlnet
+        place(pipe.denoiser, str(pipe.denoiser._execution_device), offload=True)  # re-hook all models
+    else:
+        pipe.denoiser.controlnet = controlnet.to(pipe.unet.device)
+    if pipe.eager:
+        pipe.eager["controlnet"] = controlnet
+        pipe.denoiser.controlnet = torch.compile(controlnet)
     return pipe
 
 
@@ -116,8 +196,22 @@ def _batches(
         yield batch
 
 
+def _decode(denoiser: StableDiffusionXLControlNetPipeline, latents: torch.Tensor) -> list[Image.Image]:
+    """Latents to PIL images in the VAE's dtype (diffusers would feed it the UNet's), as the pipeline does."""
+    vae = denoiser.vae
+    latents = latents.to(vae.dtype)
+    if vae.config.latents_mean is not None and vae.config.latents_std is not None:
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1).to(latents)
+        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1).to(latents)
+        latents = latents * std / vae.config.scaling_factor + mean
+    else:
+        latents = latents / vae.config.scaling_factor
+    image = vae.decode(latents, return_dict=False)[0]
+    return denoiser.image_processor.postprocess(image, output_type="pil")
+
+
 def _generate_batch(
-    pipe: StableDiffusionXLControlNetPipeline,
+    pipe: ControlNetPipeline,
     prompts: list[str],
     conditions: list[Image.Image],
     seeds: list[int],
@@ -126,26 +220,31 @@ def _generate_batch(
 ) -> list[Image.Image]:
     """One pipeline call; CPU generators make the noise identical on every device."""
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-    negative = [settings.negative_prompt] * len(prompts) if settings.negative_prompt else None
+    embeddings = pipe.encoder(prompts, settings.negative_prompt, guidance=settings.guidance_scale > 1)
     width, height = size
-    with torch.inference_mode():
-        result = pipe(
-            prompt=prompts,
+
+    def denoise() -> torch.Tensor:
+        return pipe.denoiser(
             image=[condition.convert("RGB") for condition in conditions],
-            negative_prompt=negative,
             height=height,
             width=width,
             num_inference_steps=settings.num_inference_steps,
             guidance_scale=settings.guidance_scale,
             controlnet_conditioning_scale=settings.controlnet_conditioning_scale,
+            control_guidance_start=settings.control_guidance_start,
+            control_guidance_end=settings.control_guidance_end,
             generator=generators,
-            output_type="pil",
-        )
-    return list(result.images)
+            output_type="latent",
+            **embeddings,
+        ).images
+
+    with torch.inference_mode():
+        latents = call_with_compile_fallback(pipe.denoiser, pipe.eager, denoise)
+        return _decode(pipe.denoiser, latents)
 
 
 def generate(
-    pipe: StableDiffusionXLControlNetPipeline,
+    pipe: ControlNetPipeline,
     prompts: list[str],
     conditions: list[Image.Image],
     seeds: list[int],
@@ -160,6 +259,7 @@ def generate(
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pipe.use_scheduler(settings.scheduler)
     sizes = [output_size(condition, settings) for condition in conditions]
     images: list[Image.Image] = []
     for batch in _batches(range(len(prompts)), sizes, batch_size):

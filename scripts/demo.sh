@@ -19,5 +19,6 @@ python -m inference --checkpoint "$out/runs/fill_tiny/checkpoint-160" "$out/runs
     --data "$out/datasets/fill_tiny_val/train.jsonl" --out "$out/reports/fill_tiny" --steps 10 --seeds 0
 
 echo
-echo "Done. Open $out/reports/fill_tiny/grid.png (condition | target | checkpoint-160 | final) and report.json;"
+echo "Done. Open $out/reports/fill_tiny/report.html (metrics per checkpoint, grid: condition | target | checkpoint-160 | final);"
+echo "also grid.png, metrics.json/metrics.csv and report.json there;"
 echo "losses: $out/runs/fill_tiny/metrics.jsonl, tensorboard --logdir $out/runs/fill_tiny/logs"

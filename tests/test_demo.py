@@ -38,5 +38,8 @@ def test_demo_script_trains_and_reports(tmp_path: Path) -> None:
     assert [p.name for p in list_checkpoints(run)] == ["checkpoint-160", "checkpoint-240"]
     report = json.loads((tmp_path / "reports/fill_tiny/report.json").read_text())
     assert [c["name"] for c in report["checkpoints"]] == ["checkpoint-160", "fill_tiny"]
+    html = (tmp_path / "reports/fill_tiny/report.html").read_text()
+    assert "checkpoint-160" in html and "<table" in html
+    assert (tmp_path / "reports/fill_tiny/metrics.csv").is_file()
     with Image.open(tmp_path / "reports/fill_tiny/grid.png") as grid:
         assert grid.width >= 4 * 256 and grid.height >= 4 * 256

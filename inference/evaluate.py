@@ -1,0 +1,252 @@
+"""Score a batch run's images: per image (edges, OCR, CLIP) and per checkpoint (means, pooled text, FID).
+
+Writes ``metrics.json`` (settings, per-checkpoint summary, per-image rows), ``metrics.csv`` (the summary,
+one row per checkpoint) and ``metrics_per_image.csv``. Scoring is resumable like generation: a rerun
+keeps the rows of images whose file is unchanged (same mtime) when the metric settings are the same, so
+adding a checkpoint does not re-read every label of the others.
+
+Everything that can be wrong with the metric inputs (OCR model, CLIP folder, FID file) is checked in
+``Evaluator.__init__``, which batch inference calls before generating anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm import tqdm
+
+from data.atomic import atomic_write, atomic_write_json
+from inference.clip_score import ClipScorer, check_clip_folder
+from inference.fid import FidScorer, check_fid_model
+from inference.metrics import EdgeSettings, aggregate, edge_scores, read_text_scores
+from recognizer.ocr import OcrBackend, OcrConfig, load_ocr
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "METRICS_CSV",
+    "METRICS_FILE",
+    "METRICS_IMAGES_CSV",
+    "REFERENCE",
+    "Evaluator",
+    "MetricSettings",
+    "ScoredImage",
+    "evaluate",
+]
+
+METRICS_FILE = "metrics.json"
+METRICS_CSV = "metrics.csv"
+METRICS_IMAGES_CSV = "metrics_per_image.csv"
+REFERENCE = "target"
+"""The pseudo-checkpoint of the dataset's own target images: what a perfect model would score."""
+_CLIP_BATCH = 16
+_SUMMARY_COLUMNS = (
+    "checkpoint", "step", "reference", "images", "edge_f1", "edge_f1_tolerant", "edge_ssim",
+    "text_lines", "sentence_accuracy", "normalized_edit_distance", "clip_score", "fid",
+)  # fmt: skip
+_IMAGE_COLUMNS = (
+    "checkpoint", "record", "seed", "path", "edge_f1", "edge_f1_tolerant", "edge_ssim",
+    "text_lines", "sentence_accuracy", "normalized_edit_distance", "clip_score", "ocr_read", "gt_text",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """Which metrics to compute and how. CLIP score and FID run only with local weights given."""
+
+    edges: EdgeSettings = field(default_factory=EdgeSettings)
+    text: bool = True
+    ocr: OcrConfig = field(default_factory=lambda: OcrConfig(use_angle_cls=False))
+    clip_model: Path | None = None
+    fid_model: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form; also the key deciding whether earlier per-image rows can be reused."""
+        ocr = {"backend": self.ocr.backend, "rec_model": str(self.ocr.rec_model or "shipped")}
+        return {
+            "edges": asdict(self.edges),
+            "text": self.text,
+            "ocr": ocr if self.text else None,
+            "clip_model": str(self.clip_model) if self.clip_model else None,
+            "fid_model": str(self.fid_model) if self.fid_model else None,
+        }
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    """One image to score: whose it is, where it is, and the record it was made for."""
+
+    checkpoint: str
+    record: int
+    seed: int | None
+    """None for the dataset's target image (the REFERENCE rows)."""
+    path: Path
+    prompt: str
+    condition: Path
+    boxes: Sequence[Sequence[Sequence[float]]] | None = None
+    gt_text: Sequence[str] | None = None
+
+
+class Evaluator:
+    """Loads the OCR backend and checks the CLIP/FID weights up front; CLIP and FID load when used."""
+
+    def __init__(self, settings: MetricSettings, needs_text: bool, device: str = "cpu") -> None:
+        self.settings = settings
+        self.device = device
+        self.ocr: OcrBackend | None = load_ocr(settings.ocr) if settings.text and needs_text else None
+        if settings.clip_model is not None:
+            check_clip_folder(settings.clip_model)
+        else:
+            logger.info("CLIP score skipped: pass --clip-model DIR (local CLIP weights) to compute it")
+        if settings.fid_model is not None:
+            check_fid_model(settings.fid_model)
+        else:
+            logger.info("FID skipped: pass --fid-model FILE (local TorchScript Inception) to compute it")
+
+    def score(self, item: ScoredImage, out: Path) -> dict[str, Any]:
+        """Edge and text scores of one image (CLIP comes later, in batches)."""
+        with Image.open(item.path) as opened:
+            image = opened.convert("RGB")
+        with Image.open(item.condition) as opened:
+            condition = opened.convert("RGB")
+        edges = edge_scores(image, condition, self.settings.edges)
+        row: dict[str, Any] = {
+            "checkpoint": item.checkpoint,
+            "record": item.record,
+            "seed": item.seed,
+            "path": _relative(item.path, out),
+            "mtime_ns": item.path.stat().st_mtime_ns,
+            "edge_f1": edges.f1,
+            "edge_f1_tolerant": edges.f1_tolerant,
+            "edge_ssim": edges.ssim,
+        }
+        if self.ocr is not None and item.gt_text and item.boxes:
+            read, text = read_text_scores(self.ocr, image, item.boxes, item.gt_text, condition.size)
+            row |= {
+                "text_lines": text.lines,
+                "sentence_accuracy": text.sentence_accuracy,
+                "normalized_edit_distance": text.normalized_edit_distance,
+                "ocr_read": read,
+                "gt_text": list(item.gt_text),
+            }
+        return row
+
+    def add_clip_scores(self, items: list[ScoredImage], rows: list[dict[str, Any]]) -> None:
+        """Fill ``clip_score`` of the rows that lack it (CLIP runs in batches)."""
+        if self.settings.clip_model is None:
+            return
+        todo = [i for i, row in enumerate(rows) if row.get("clip_score") is None]
+        if not todo:
+            return
+        scorer = ClipScorer(self.settings.clip_model, self.device)
+        for start in range(0, len(todo), _CLIP_BATCH):
+            chunk = todo[start : start + _CLIP_BATCH]
+            images = [_open(items[i].path) for i in chunk]
+            for i, score in zip(chunk, scorer(images, [items[i].prompt for i in chunk]), strict=True):
+                rows[i]["clip_score"] = score
+
+    def fids(self, items: list[ScoredImage]) -> dict[str, float | None]:
+        """FID of each checkpoint's images against the REFERENCE images (None without a FID model)."""
+        if self.settings.fid_model is None:
+            return {}
+        scorer = FidScorer(self.settings.fid_model, self.device)
+        by_checkpoint: dict[str, list[Path]] = {}
+        for item in items:
+            by_checkpoint.setdefault(item.checkpoint, []).append(item.path)
+        reference = by_checkpoint.pop(REFERENCE, [])
+        if len(reference) < 2:
+            logger.warning("FID skipped: it needs at least 2 target images, the data has %d", len(reference))
+            return {}
+        features = scorer.features(reference)
+        fids = {name: scorer.fid(paths, features) for name, paths in by_checkpoint.items() if len(paths) > 1}
+        broken = sorted(name for name, value in fids.items() if not math.isfinite(value))
+        if broken:
+            logger.warning("FID is not finite for %s (too few images?); left empty", ", ".join(broken))
+        return {name: value for name, value in fids.items() if math.isfinite(value)}
+
+
+def _relative(path: Path, out: Path) -> str:
+    """Path as written in metrics files: relative to the output folder when inside it."""
+    return path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
+
+
+def _open(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _previous_rows(out: Path, settings: MetricSettings) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per-image rows of an earlier metrics.json made with the same settings, keyed by (checkpoint, path)."""
+    path = out / METRICS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        logger.warning("%s is unreadable (%s); scoring every image again", path, err)
+        return {}
+    if old.get("metric_settings") != settings.as_dict():
+        return {}
+    return {(row["checkpoint"], row["path"]): row for row in old.get("images", [])}
+
+
+def _score_all(evaluator: Evaluator, items: list[ScoredImage], out: Path) -> list[dict[str, Any]]:
+    """Rows for ``items``: reused when the image is unchanged since the last scoring, else computed."""
+    previous = _previous_rows(out, evaluator.settings)
+    rows = []
+    reused = 0
+    for item in tqdm(items, desc="metrics", unit="img", disable=None):
+        old = previous.get((item.checkpoint, _relative(item.path, out)))
+        if old is not None and old.get("mtime_ns") == item.path.stat().st_mtime_ns:
+            rows.append(old)
+            reused += 1
+        else:
+            rows.append(evaluator.score(item, out))
+    logger.info("Scored %d images, reused %d unchanged scores", len(items) - reused, reused)
+    evaluator.add_clip_scores(items, rows)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    def cell(value: object) -> object:
+        return json.dumps(value, ensure_ascii=False) if isinstance(value, list) else value
+
+    with atomic_write(path, "w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({key: cell(row.get(key)) for key in columns} for row in rows)
+
+
+def evaluate(
+    evaluator: Evaluator, items: list[ScoredImage], out: Path, steps: dict[str, int | None]
+) -> dict[str, Any]:
+    """Score ``items``, write the metrics files into ``out`` and return what metrics.json holds.
+
+    ``steps`` maps checkpoint names (in report order) to their training step.
+    """
+    rows = _score_all(evaluator, items, out)
+    fids = evaluator.fids(items)
+    names = [REFERENCE, *steps] if any(item.checkpoint == REFERENCE for item in items) else list(steps)
+    summary = [
+        {
+            "checkpoint": name,
+            "step": steps.get(name),
+            "reference": name == REFERENCE,
+            **aggregate(row for row in rows if row["checkpoint"] == name),
+            "fid": fids.get(name),
+        }
+        for name in names
+    ]
+    metrics = {"metric_settings": evaluator.settings.as_dict(), "summary": summary, "images": rows}
+    atomic_write_json(out / METRICS_FILE, metrics)
+    _write_csv(out / METRICS_CSV, summary, _SUMMARY_COLUMNS)
+    _write_csv(out / METRICS_IMAGES_CSV, rows, _IMAGE_COLUMNS)
+    return metrics

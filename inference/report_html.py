@@ -1,0 +1,293 @@
+"""report.html: the page a person reads to pick a checkpoint.
+
+One self-contained file (inline CSS, inline SVG charts, thumbnails embedded as data URIs, each linking
+to the full-size image beside it): the metrics table per checkpoint, charts of each metric against the
+training step when the checkpoints come from one run, the settings, and a grid per record
+(condition | target | each checkpoint, first seed) with each image's own scores under it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from data.atomic import atomic_write_text
+from inference.evaluate import REFERENCE
+from inference.plot import line_chart
+
+__all__ = ["MAX_ROWS", "REPORT_HTML", "RecordRow", "write_html_report"]
+
+REPORT_HTML = "report.html"
+MAX_ROWS = 64
+"""Records shown in the grid; the page embeds every thumbnail, so 1000 rows would be ~100 MB."""
+THUMBNAIL = 256
+_METRICS: tuple[tuple[str, str, bool], ...] = (
+    # key, column title, higher is better
+    ("edge_f1", "edge F1", True),
+    ("edge_f1_tolerant", "edge F1 (±{tol}px)", True),
+    ("edge_ssim", "edge SSIM", True),
+    ("sentence_accuracy", "OCR sentence acc.", True),
+    ("normalized_edit_distance", "OCR NED", True),
+    ("clip_score", "CLIP score", True),
+    ("fid", "FID", False),
+)
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #111827; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
+.muted { color: #6b7280; } a { color: #1d4ed8; }
+table { border-collapse: collapse; } th, td { padding: 4px 10px; border-bottom: 1px solid #e5e7eb; }
+th { text-align: left; background: #f3f4f6; font-weight: 600; } td.num { text-align: right; }
+tr.reference td { font-style: italic; color: #4b5563; } td.best { font-weight: 700; color: #047857; }
+.charts { display: flex; flex-wrap: wrap; gap: 12px; }
+.chart { border: 1px solid #e5e7eb; border-radius: 6px; background: #fff; }
+.chart-title { font-size: 13px; font-weight: 600; } .tick { font-size: 10px; fill: #6b7280; }
+.axis { stroke: #9ca3af; }
+table.grid td { vertical-align: top; border: none; padding: 4px; }
+table.grid th { text-align: center; position: sticky; top: 0; z-index: 1; }
+figure { margin: 0; text-align: center; } figcaption { font-size: 11px; color: #374151; max-width: 176px; }
+img.cell { width: 176px; height: 176px; object-fit: contain; background: #f9fafb; image-rendering: pixelated;
+  border: 1px solid #e5e7eb; }
+.missing { width: 176px; height: 176px; background: #e5e7eb; display: flex; align-items: center;
+  justify-content: center; color: #6b7280; }
+td.prompt { min-width: 120px; max-width: 200px; font-size: 12px; }
+dl.settings { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; margin: 0; }
+dl.settings dt { color: #6b7280; } dl.settings dd { margin: 0; font-family: ui-monospace, monospace; }
+"""
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """One grid row: a record's condition, target and first-seed image per checkpoint."""
+
+    record: int
+    prompt: str
+    condition: Path
+    target: Path | None
+    images: Mapping[str, Path | None]
+    gt_text: Sequence[str] | None = None
+
+
+def _data_uri(path: Path) -> str:
+    """A thumbnail of ``path`` as a data URI: PNG or JPEG, whichever is smaller (edge maps vs photos)."""
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    image.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.LANCZOS)
+    encoded = {}
+    for fmt, options in (("PNG", {"optimize": True}), ("JPEG", {"quality": 90})):
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **options)
+        encoded[fmt] = buffer.getvalue()
+    fmt = min(encoded, key=lambda key: len(encoded[key]))
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(encoded[fmt]).decode('ascii')}"
+
+
+def _number(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+    return str(value)
+
+
+def _columns(summary: Sequence[Mapping[str, Any]], tolerance: int) -> list[tuple[str, str, bool]]:
+    """The metric columns that at least one checkpoint has a value for."""
+    return [
+        (key, title.format(tol=tolerance), higher)
+        for key, title, higher in _METRICS
+        if any(row.get(key) is not None for row in summary)
+    ]
+
+
+def _best(summary: Sequence[Mapping[str, Any]], key: str, higher: bool) -> float | None:
+    """The best checkpoint value of a column; None when there is nothing to single out (all equal)."""
+    values = [row[key] for row in summary if not row["reference"] and row.get(key) is not None]
+    if len(set(values)) < 2:
+        return None
+    return max(values) if higher else min(values)
+
+
+def _metrics_table(
+    summary: Sequence[Mapping[str, Any]], seconds: Mapping[str, float | None], tol: int
+) -> str:
+    columns = _columns(summary, tol)
+    head = "".join(f"<th>{escape(title)}</th>" for _, title, _ in columns)
+    lines = [
+        "<table class='metrics'><tr><th>checkpoint</th><th>step</th><th>images</th>"
+        f"<th>OCR lines</th>{head}<th>s / image (this run)</th></tr>"
+    ]
+    best = {key: _best(summary, key, higher) for key, _, higher in columns}
+    for row in summary:
+        cells = []
+        for key, _, _ in columns:
+            mark = (
+                " best"
+                if best[key] is not None and row.get(key) == best[key] and not row["reference"]
+                else ""
+            )
+            cells.append(f"<td class='num{mark}'>{_number(row.get(key))}</td>")
+        name = f"{row['checkpoint']} (reference)" if row["reference"] else row["checkpoint"]
+        lines.append(
+            f"<tr class='{'reference' if row['reference'] else ''}'><td>{escape(name)}</td>"
+            f"<td class='num'>{_number(row.get('step'))}</td><td class='num'>{row['images']}</td>"
+            f"<td class='num'>{row.get('text_lines') or 0}</td>{''.join(cells)}"
+            f"<td class='num'>{_number(seconds.get(row['checkpoint']))}</td></tr>"
+        )
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _charts(summary: Sequence[Mapping[str, Any]], plot_steps: Mapping[str, int], tol: int) -> str:
+    """One chart per metric against step, with the target images' score as the dashed reference."""
+    reference = next((row for row in summary if row["reference"]), None)
+    charts = []
+    for key, title, _ in _columns(summary, tol):
+        points = [
+            (plot_steps[row["checkpoint"]], float(row[key]))
+            for row in summary
+            if row["checkpoint"] in plot_steps and row.get(key) is not None
+        ]
+        if len(points) >= 2:
+            level = reference.get(key) if reference else None
+            charts.append(line_chart(points, title.format(tol=tol), level, "target:"))
+    return f"<div class='charts'>{''.join(charts)}</div>" if charts else ""
+
+
+def _settings(report: Mapping[str, Any], metric_settings: Mapping[str, Any] | None) -> str:
+    """Everything that made these numbers, flattened to 'section.key: value' lines."""
+    sections = {
+        "generation": report.get("settings", {}),
+        "run": {key: report.get(key) for key in ("data", "records", "seeds", "batch_size", "device")},
+        "speed": report.get("speed", {}),
+        "metrics": metric_settings or {"computed": False},
+    }
+    items = []
+    for section, values in sections.items():
+        for key, value in values.items():
+            text = value if isinstance(value, str) and value else json.dumps(value, ensure_ascii=False)
+            items.append(f"<dt>{escape(section)}.{escape(key)}</dt><dd>{escape(text)}</dd>")
+    return f"<dl class='settings'>{''.join(items)}</dl>"
+
+
+def _short(value: float) -> str:
+    """Two decimals, without the '-0.00' a tiny negative SSIM would print."""
+    return f"{round(value, 2) + 0.0:.2f}"
+
+
+def _caption(row: Mapping[str, Any] | None, tol: int) -> str:
+    """One image's scores, under its thumbnail."""
+    if row is None:
+        return ""
+    parts = [
+        f"edge F1 {_short(row['edge_f1'])} · ±{tol}px {_short(row['edge_f1_tolerant'])}",
+        f"edge SSIM {_short(row['edge_ssim'])}",
+    ]
+    if row.get("text_lines"):
+        exact = round(row["sentence_accuracy"] * row["text_lines"])
+        read = " | ".join(row["ocr_read"])
+        parts.append(f"OCR {exact}/{row['text_lines']} exact · NED {_short(row['normalized_edit_distance'])}")
+        parts.append(f"read: {read[:60]}")
+    if row.get("clip_score") is not None:
+        parts.append(f"CLIP {row['clip_score']:.1f}")
+    return "<br>".join(escape(part) for part in parts)
+
+
+def _cell(path: Path | None, out: Path, caption: str = "") -> str:
+    if path is None or not path.is_file():
+        return "<td><div class='missing'>missing</div></td>"
+    href = path.relative_to(out).as_posix() if path.is_relative_to(out) else path.as_uri()
+    return (
+        f"<td><figure><a href='{escape(href)}'><img class='cell' src='{_data_uri(path)}' "
+        f"alt='{escape(path.name)}'></a><figcaption>{caption}</figcaption></figure></td>"
+    )
+
+
+def _grid(
+    rows: Sequence[RecordRow],
+    names: Sequence[str],
+    scores: Mapping[tuple[str, str], Any],
+    out: Path,
+    tol: int,
+) -> str:
+    head = "".join(f"<th>{escape(name)}</th>" for name in ["record", "condition", "target", *names])
+    lines = [f"<table class='grid'><tr>{head}</tr>"]
+    for row in rows[:MAX_ROWS]:
+        truth = (
+            f"<br><span class='muted'>labels: {escape(' | '.join(row.gt_text))}</span>" if row.gt_text else ""
+        )
+        cells = [f"<td class='prompt'><b>#{row.record}</b><br>{escape(row.prompt)}{truth}</td>"]
+        target_score = scores.get((REFERENCE, str(row.target))) if row.target else None
+        cells += [_cell(row.condition, out), _cell(row.target, out, _caption(target_score, tol))]
+        for name in names:
+            path = row.images.get(name)
+            score = scores.get((name, str(path))) if path else None
+            cells.append(_cell(path, out, _caption(score, tol)))
+        lines.append(f"<tr>{''.join(cells)}</tr>")
+    lines.append("</table>")
+    if len(rows) > MAX_ROWS:
+        lines.append(f"<p class='muted'>First {MAX_ROWS} of {len(rows)} records shown; all are scored.</p>")
+    return "\n".join(lines)
+
+
+def _image_scores(metrics: Mapping[str, Any] | None, out: Path) -> dict[tuple[str, str], Any]:
+    """Per-image metric rows keyed by (checkpoint, absolute path as str)."""
+    if not metrics:
+        return {}
+    index = {}
+    for row in metrics["images"]:
+        path = Path(row["path"])
+        index[(row["checkpoint"], str(path if path.is_absolute() else out / path))] = row
+    return index
+
+
+def write_html_report(
+    out: Path,
+    report: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None,
+    rows: Sequence[RecordRow],
+    plot_steps: Mapping[str, int],
+) -> Path:
+    """Write ``out/report.html`` from report.json's content, metrics.json's content and the grid rows.
+
+    ``plot_steps`` maps the checkpoints of one run to their step; with two or more, metrics are charted.
+    """
+    names = [entry["name"] for entry in report["checkpoints"]]
+    seconds = {entry["name"]: entry.get("seconds_per_image") for entry in report["checkpoints"]}
+    settings = metrics["metric_settings"] if metrics else None
+    tol = settings["edges"]["tolerance"] if settings else 0
+    summary = metrics["summary"] if metrics else []
+    body = [
+        "<h1>Checkpoint evaluation</h1>",
+        f"<p class='muted'>{escape(str(report['data']))} · {report['records']} records × "
+        f"{len(report['seeds'])} seed(s) · {len(names)} checkpoint(s) · "
+        "<a href='metrics.csv'>metrics.csv</a> · <a href='metrics.json'>metrics.json</a> · "
+        "<a href='report.json'>report.json</a> · <a href='grid.png'>grid.png</a></p>",
+    ]
+    if summary:
+        body += ["<h2>Metrics</h2>", _metrics_table(summary, seconds, tol)]
+        body.append(
+            "<p class='muted'>Edge F1 / SSIM: Canny of the output against the condition (higher is better; "
+            "F1 is exact per pixel as in ControlNet++). OCR: each labelled box read on its own, pooled over "
+            "all lines (AnyText). The target row scores the dataset's own images: the level to reach.</p>"
+        )
+        charts = _charts(summary, plot_steps, tol)
+        if charts:
+            body += ["<h2>Metrics vs training step</h2>", charts]
+    body += ["<h2>Images</h2>", _grid(rows, names, _image_scores(metrics, out), out, tol)]
+    body += ["<h2>Settings</h2>", _settings(report, settings)]
+    page = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>skinforge evaluation: {escape(Path(str(report['data'])).parent.name)}</title>"
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+    path = out / REPORT_HTML
+    atomic_write_text(path, page)
+    return path
