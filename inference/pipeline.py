@@ -86,13 +86,14 @@ class ControlNetPipeline:
             self.scheduler = name
 
 
-def _vae_dtype(base: str, wanted: torch.dtype) -> torch.dtype:
-    """fp32 instead of fp16 for a VAE whose config says it must upcast (SDXL's overflows into NaNs)."""
+def _vae_dtype(base: str, wanted: torch.dtype, vae: str | None = None) -> torch.dtype:
+    """fp32 instead of fp16 for a VAE whose config says it must upcast (SDXL's overflows into NaNs;
+    an fp16-safe VAE such as sdxl-vae-fp16-fix says it need not)."""
     if wanted != torch.float16:
         return wanted
-    config = AutoencoderKL.load_config(str(base), subfolder="vae")
+    config = AutoencoderKL.load_config(vae) if vae else AutoencoderKL.load_config(base, subfolder="vae")
     if config.get("force_upcast", False):
-        logger.warning("the VAE of %s overflows in float16 (force_upcast); decoding in float32", base)
+        logger.warning("the VAE of %s overflows in float16 (force_upcast); decoding in float32", vae or base)
         return torch.float32
     return wanted
 
@@ -104,6 +105,7 @@ def load_pipeline(
     dtype: torch.dtype | ComponentDtypes = torch.float32,
     unet: UNet2DConditionModel | None = None,
     speed: SpeedSettings | None = None,
+    vae: str | None = None,
 ) -> ControlNetPipeline:
     """Build the pipeline from the ``base`` SDXL folder/hub id and a ControlNet (model or folder).
 
@@ -111,16 +113,19 @@ def load_pipeline(
     (``controlnet``, ``unet``) are used as they are and only moved to ``device``, never cast, because
     casting would silently change the weights the trainer is still optimising. Without ``speed`` the
     models keep the attention processors they have (the trainer's must not be switched under it).
+    ``vae`` is a VAE folder replacing the base's (e.g. an fp16-safe one).
     """
     configured = speed is not None
     speed = usable(speed, device) if speed is not None else SpeedSettings()
     dtypes = dtype if isinstance(dtype, ComponentDtypes) else ComponentDtypes.uniform(dtype)
-    vae_dtype = _vae_dtype(base, dtypes.vae)
+    vae_dtype = _vae_dtype(str(base), dtypes.vae, vae)
     if not isinstance(controlnet, ControlNetModel):
         controlnet = ControlNetModel.from_pretrained(str(controlnet), dtype=dtypes.unet)
     components: dict[str, object] = {"controlnet": controlnet, **dict.fromkeys(_TEXT_PARTS)}
     if unet is not None:
         components["unet"] = unet
+    if vae:
+        components["vae"] = AutoencoderKL.from_pretrained(vae, dtype=vae_dtype)
     denoiser = StableDiffusionXLControlNetPipeline.from_pretrained(
         str(base), dtype={"default": dtypes.unet, "vae": vae_dtype}, **components
     )

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def encoded_cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Latent/prompt caches of the whole session (and its `accelerate launch` subprocesses) go to a temp
+    folder, never to ~/.cache; runs on the same model and data share them, as users' runs do."""
+    root = tmp_path_factory.mktemp("encoded_cache")
+    os.environ["SKINFORGE_CACHE"] = str(root)
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +39,28 @@ def fill_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from data.fill import build_fill
 
     return build_fill(tmp_path_factory.mktemp("datasets") / "fill", n=16, resolution=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def bucket_jsonl(fill_jsonl: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """18 fill records in three shapes: 120x72 (landscape), 72x120 (portrait) and 64x64, six of each.
+    With data.resolution=64, bucket_step=16 they fall into the buckets 48x80, 80x48 and 64x64."""
+    from PIL import Image
+
+    from data.atomic import atomic_save_image
+    from data.records import Record, read_records, resolve_path, write_records
+
+    root = tmp_path_factory.mktemp("datasets") / "buckets"
+    shapes = [(120, 72), (72, 120), (64, 64)]
+    records = []
+    for i, record in enumerate((read_records(fill_jsonl) * 2)[:18]):
+        size = shapes[i % 3]
+        for key in ("image", "conditioning_image"):
+            with Image.open(resolve_path(fill_jsonl.parent, getattr(record, key))) as image:
+                atomic_save_image(image.resize(size), root / key / f"{i:03d}.png")
+        records.append(Record(record.text, f"image/{i:03d}.png", f"conditioning_image/{i:03d}.png"))
+    write_records(root / "train.jsonl", records)
+    return root / "train.jsonl"
 
 
 @pytest.fixture

@@ -34,7 +34,13 @@ def launch(
 
 def test_two_cpu_ranks_train_one_model_on_different_data(tiny_overrides: list[str]) -> None:
     run = Path(tiny_overrides[3].split("=", 1)[1])
-    overrides = [*tiny_overrides, "train.max_steps=3", "train.num_threads=1", "checkpoint.every_n_steps=2"]
+    overrides = [
+        *tiny_overrides,
+        "train.max_steps=3",
+        "train.num_threads=1",
+        "checkpoint.every_n_steps=2",
+        f"cache.dir={run}/cache",
+    ]
     result = launch(
         ROOT / "tests/launch_probe.py",
         ["configs/fill_tiny.yaml", *overrides],
@@ -50,7 +56,43 @@ def test_two_cpu_ranks_train_one_model_on_different_data(tiny_overrides: list[st
     assert len(probes[0]["seen"]) == len(probes[1]["seen"]) == 3 * 2
     assert not seen0 & seen1, f"both ranks trained on records {sorted(seen0 & seen1)}"
     assert sorted((run / "checkpoint-3").glob("random_states_*.pkl"))[-1].name == "random_states_1.pkl"
-    assert len(list(run.glob("cache/*/shard-*-of-00002.safetensors"))) == 2
+    shards = sorted(p.name for p in run.glob("cache/*/shard-*.safetensors"))
+    assert shards == [f"shard-w00002-r0000{r}-p00000.safetensors" for r in (0, 1)], (
+        "each rank encodes a slice"
+    )
+
+
+def test_two_cpu_ranks_share_buckets_and_reuse_the_cache(
+    tiny_overrides: list[str], bucket_jsonl: Path, tmp_path: Path
+) -> None:
+    """18 records in 3 buckets of 6, batch 2: 9 batches, cut to 8 so that each rank gets 4 and none
+    repeats another's; a second launch reads the cache the first one encoded."""
+    base = [o for o in tiny_overrides if not o.startswith(("data.train_jsonl=", "train.output_dir="))]
+    cache = tmp_path / "cache"
+    for name in ("first", "second"):
+        run = tmp_path / name
+        overrides = [
+            *base,
+            f"data.train_jsonl={bucket_jsonl}",
+            "data.buckets=true",
+            "data.bucket_step=16",
+            f"train.output_dir={run}",
+            f"cache.dir={cache}",
+            "train.max_steps=4",
+            "train.num_threads=1",
+        ]
+        result = launch(
+            ROOT / "tests/launch_probe.py",
+            ["configs/fill_tiny.yaml", *overrides],
+            {"ACCELERATE_USE_CPU": "true"},
+            port=29533,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        probes = [json.loads((run / f"probe-rank{r}.json").read_text()) for r in (0, 1)]
+        assert probes[0]["digest"] == probes[1]["digest"], "ranks ended with different weights"
+        seen = probes[0]["seen"] + probes[1]["seen"]
+        assert len(seen) == 16 and len(set(seen)) == 16, f"a record was trained on twice: {sorted(seen)}"
+    assert "Reusing encoded cache" in result.stderr
 
 
 def test_processes_that_do_not_form_one_job_are_refused(tiny_overrides: list[str]) -> None:

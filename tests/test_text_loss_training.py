@@ -9,6 +9,7 @@ import pytest
 import torch
 from training_helpers import read_metrics, reset_accelerator, run_training, set_up_trainer
 
+from train.config import ModelConfig
 from train.config_loader import ConfigError
 from train.controlnet_dataset import collate_samples
 from train.trainer import ControlNetTrainer
@@ -156,7 +157,7 @@ def test_validation_ocr_scores_boxes_scaled_to_the_generated_size(text_jsonl: Pa
     from train.validation import TrainingValidator
 
     cfg = ValidationConfig(every_n_steps=1, jsonl=str(text_jsonl), max_records=6)
-    validator = TrainingValidator(cfg, "unused", 128, tmp_path)
+    validator = TrainingValidator(cfg, ModelConfig(base="unused"), 128, tmp_path)
     records = read_records(text_jsonl)[:6]
     images = [Image.open(text_jsonl.parent / r.image).convert("RGB").resize((256, 256)) for r in records]
     scores = validator._text_scores(images)

@@ -123,16 +123,6 @@ def test_bf16_accumulation_and_checkpointing_run_on_cpu(tiny_overrides: list[str
     assert all(p.dtype == torch.float32 for p in master.parameters())
 
 
-def test_encoded_cache_is_reused_by_a_second_run(tiny_overrides: list[str]) -> None:
-    run = Path(tiny_overrides[3].split("=", 1)[1])
-    run_training([*tiny_overrides, "train.max_steps=1"])
-    shards = sorted(run.glob("cache/*/shard-*.safetensors"))
-    assert len(shards) == 1
-    stamp = shards[0].stat().st_mtime_ns
-    run_training([*tiny_overrides, "train.max_steps=2", "checkpoint.resume=latest"])
-    assert shards[0].stat().st_mtime_ns == stamp
-
-
 def test_a_bad_dataset_stops_setup_with_every_bad_line(tiny_overrides: list[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(

@@ -1,8 +1,9 @@
 """Checkpoints that survive a kill: written into a temp folder, then renamed; rotated by step.
 
-A checkpoint folder holds accelerate's state (optimizer, scheduler, RNG, model), a diffusers-format
-`controlnet/`, the resolved config (`skinforge.yaml`) and `trainer_state.json`. Only folders with
-`trainer_state.json` count: it is written last, so a half-written folder is never resumed from.
+A checkpoint folder holds accelerate's state (optimizer, scheduler, RNG, model, EMA), a diffusers-format
+`controlnet/` (and `controlnet_ema/` with EMA on), the resolved config (`skinforge.yaml`) and
+`trainer_state.json`. Only folders with `trainer_state.json` count: it is written last, so a
+half-written folder is never resumed from.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from diffusers import ControlNetModel
 
 from data.atomic import atomic_write_json, atomic_write_text
-from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
+from train.run_layout import CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +79,30 @@ def save_controlnet(controlnet: ControlNetModel, folder: Path, config_yaml: str)
     os.replace(tmp, folder)
 
 
+def full_controlnet(accelerator: Accelerator, prepared: torch.nn.Module) -> ControlNetModel | None:
+    """The whole trained ControlNet on the main process (None elsewhere). Call it on every rank: under
+    FSDP the shards are gathered into a full state dict, which needs all of them."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        state = accelerator.get_state_dict(prepared)
+        if not accelerator.is_main_process:
+            return None
+        model = ControlNetModel.from_config(accelerator.unwrap_model(prepared).config)
+        model.load_state_dict(state)
+        return model
+    return accelerator.unwrap_model(prepared) if accelerator.is_main_process else None
+
+
 def save_checkpoint(
     accelerator: Accelerator,
-    controlnet: ControlNetModel,
+    models: dict[str, ControlNetModel],
     output_dir: Path,
     state: TrainerState,
     config_yaml: str,
     total_limit: int | None,
 ) -> Path:
-    """Saves on every rank (accelerate needs all of them), renames and rotates on the main one."""
+    """Saves accelerate's state on every rank (DeepSpeed and FSDP need all of them), then `models`
+    (folder name -> model, given on the main process) in diffusers format; renames and rotates on the
+    main process."""
     final = output_dir / f"{PREFIX}{state.step}"
     tmp = output_dir / f".{PREFIX}{state.step}.tmp"
     if accelerator.is_main_process:
@@ -93,7 +111,8 @@ def save_checkpoint(
     tmp.mkdir(parents=True, exist_ok=True)
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        save_controlnet(controlnet, tmp / CONTROLNET_DIR, config_yaml)
+        for name, model in models.items():
+            save_controlnet(model, tmp / name, config_yaml)
         atomic_write_text(tmp / CONFIG_FILE, config_yaml)
         atomic_write_json(tmp / STATE_FILE, asdict(state))
         if final.exists():

@@ -40,7 +40,14 @@ class DataConfig:
     train_jsonl: str = ""
     """Path to train.jsonl; image paths inside are relative to its folder."""
     resolution: int = 1024
-    """Square training size: the shorter side is resized to this, then centre-cropped."""
+    """Training size: squares of this side, or with `buckets` the pixel budget resolution²."""
+    buckets: bool = False
+    """Aspect-ratio buckets: each sample is resized (without distortion) to cover the bucket closest to
+    its aspect ratio and centre-cropped; every batch is drawn from one bucket."""
+    bucket_step: int = 64
+    """Bucket sides are multiples of this (64 for SDXL; a multiple of 8, the VAE factor)."""
+    bucket_max_ratio: float = 2.0
+    """Longest side / shortest side of the most elongated bucket."""
     empty_prompt_prob: float = 0.0
     """Per-step probability of replacing a sample's prompt by the empty prompt (classifier-free dropout)."""
     num_workers: int = 0
@@ -71,10 +78,22 @@ class TrainConfig:
     """Clip the global gradient norm to this; 0 disables clipping."""
     diffusion_loss_weight: float = 1.0
     """Weight of the denoising MSE in the total loss; 0 trains on the text loss alone."""
+    lr_new_layers: float | None = None
+    """Learning rate of the layers the ControlNet does not copy from the UNet (conditioning embedder,
+    zero convolutions); None trains them at `lr` like the rest."""
+    optimizer: Literal["adamw", "adamw_8bit"] = "adamw"
+    """`adamw_8bit`: bitsandbytes' 8-bit AdamW (CUDA only), ~3/4 less optimizer-state memory."""
     mixed_precision: MixedPrecision = "no"
     """Autocast dtype of the forward pass; the trained ControlNet always keeps fp32 master weights."""
-    gradient_checkpointing: bool = False
-    """Recompute activations of the ControlNet and the frozen UNet in backward to save memory."""
+    gradient_checkpointing: Literal["none", "controlnet", "unet", "both"] = "none"
+    """Recompute activations in backward to save memory: of the ControlNet, of the frozen UNet (whose
+    up path is back-propagated through), or both. true/false mean both/none."""
+    attention: Literal["sdpa", "xformers"] = "sdpa"
+    """Attention kernel of both models: torch's SDPA or xformers' memory-efficient attention."""
+    tf32: bool = True
+    """Allow TF32 matmuls/convolutions on Ampere+ GPUs (no effect on CPU)."""
+    zero_grad_set_to_none: bool = True
+    """Free gradients between steps instead of zeroing them in place (less memory, fewer writes)."""
     num_threads: int | None = None
     """torch intra-op threads on CPU; None keeps torch's default."""
     fused_adamw: bool = True
@@ -85,6 +104,31 @@ class TrainConfig:
     compile: bool = False
     """`torch.compile` the ControlNet and the UNet: faster steps after a one-time compilation that takes
     minutes (on CPU ~2.5 min for the tiny model), so it pays off only on long runs."""
+
+
+@dataclass
+class EmaConfig:
+    """An exponential moving average of the ControlNet weights, saved as `controlnet_ema/`."""
+
+    enabled: bool = False
+    decay: float = 0.9999
+    """Upper bound of the decay; with `warmup` the decay grows towards it as 1 - (1 + step)^-power."""
+    warmup: bool = True
+    power: float = 0.75
+    update_every_n_steps: int = 1
+    offload_to_cpu: bool = False
+    """Keep the EMA weights in CPU memory (saves one fp32 ControlNet copy on the GPU; slower update)."""
+
+
+@dataclass
+class CacheConfig:
+    """Disk cache of VAE latents and prompt embeddings, shared by runs that encode the same things."""
+
+    dir: str | None = None
+    """Root folder of the caches; None = $SKINFORGE_CACHE or ~/.cache/skinforge/encoded. One sub-folder
+    per fingerprint of (VAE and text encoders, dataset file, resolution/buckets, dtype)."""
+    rebuild: bool = False
+    """Encode again even when a complete cache with the same fingerprint exists."""
 
 
 @dataclass
@@ -127,6 +171,8 @@ class ValidationConfig:
     """Read each validation record's boxes in the generated image with the OCR backend and log sentence
     accuracy and normalised edit distance against `gt_text`."""
     num_inference_steps: int = 20
+    scheduler: Literal["unipc", "dpm++2m", "euler", "ddim"] | None = None
+    """Sampler of the validation images; None keeps the base model's scheduler."""
     guidance_scale: float = 5.0
     seed: int = 0
 
@@ -172,6 +218,8 @@ class SkinforgeConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
@@ -258,11 +306,40 @@ def validate(config: SkinforgeConfig, check_paths: bool = True) -> list[str]:
             f"({len(v.conditioning_images)}) must have the same length"
         )
     _positive(problems, "train.diffusion_loss_weight", t.diffusion_loss_weight, allow_zero=True)
+    if t.lr_new_layers is not None:
+        _positive(problems, "train.lr_new_layers", t.lr_new_layers)
+    problems.extend(_bucket_problems(d))
+    problems.extend(_ema_problems(config.ema))
     problems.extend(_text_loss_problems(config))
     if check_paths:
         problems.extend(_local_path_problems(config))
         if config.text_loss.enabled:
             problems.extend(_text_loss_data_problems(config))
+    return problems
+
+
+def _bucket_problems(d: DataConfig) -> list[str]:
+    problems: list[str] = []
+    if not d.buckets:
+        return problems
+    if d.bucket_step <= 0 or d.bucket_step % 8:
+        problems.append(f"data.bucket_step must be a positive multiple of 8, got {d.bucket_step}")
+    elif d.resolution % d.bucket_step:
+        problems.append(
+            f"data.resolution ({d.resolution}) must be a multiple of data.bucket_step ({d.bucket_step})"
+        )
+    if d.bucket_max_ratio < 1:
+        problems.append(f"data.bucket_max_ratio must be >= 1, got {d.bucket_max_ratio}")
+    return problems
+
+
+def _ema_problems(ema: EmaConfig) -> list[str]:
+    problems: list[str] = []
+    if ema.enabled:
+        if not 0.0 < ema.decay < 1.0:
+            problems.append(f"ema.decay must be in (0, 1), got {ema.decay}")
+        _positive(problems, "ema.power", ema.power)
+        _positive(problems, "ema.update_every_n_steps", ema.update_every_n_steps)
     return problems
 
 

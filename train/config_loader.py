@@ -79,6 +79,16 @@ def _to_float(value: int | str, where: str, problems: list[str]) -> Any:
         return _INVALID
 
 
+def _literal_from_bool(value: Any, choices: tuple[Any, ...]) -> Any:
+    """YAML 1.1 reads a bare `no` (mixed_precision: no) as False; and on/off switches that grew more
+    settings (gradient_checkpointing: none|controlnet|unet|both) still accept true/false."""
+    if value is False and "no" in choices:
+        return "no"
+    if isinstance(value, bool) and {"none", "both"} <= set(choices):
+        return "both" if value else "none"
+    return value
+
+
 def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     """Checks and converts one YAML value to the annotated type, appending problems."""
     origin = get_origin(tp)
@@ -89,8 +99,7 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _convert(value, inner[0], where, problems) if len(inner) == 1 else value
     if origin is Literal:
-        if value is False and "no" in get_args(tp):
-            value = "no"  # YAML 1.1 reads a bare `no` (mixed_precision: no) as False
+        value = _literal_from_bool(value, get_args(tp))
         if value not in get_args(tp):
             choices = ", ".join(repr(a) for a in get_args(tp))
             problems.append(f"{where}: {value!r} is not one of {choices}")

@@ -28,33 +28,37 @@ def boxes_on_canvas(record: Record, geometry: CropGeometry) -> tuple[np.ndarray,
     cuts are left out, because a partly visible label cannot be read as its full string."""
     if not record.box or not record.gt_text:
         return np.zeros((0, 4, 2), dtype=np.float32), []
+    return map_boxes(np.asarray(record.box, dtype=np.float32), list(record.gt_text), geometry)
+
+
+def map_boxes(boxes: np.ndarray, texts: list[str], geometry: CropGeometry) -> tuple[np.ndarray, list[str]]:
+    """Boxes (K, 4, 2) in original pixels -> canvas pixels, without those the crop cuts."""
     (orig_h, orig_w), (new_h, new_w) = geometry.original_size, geometry.resized_size
     top, left = geometry.crop_top_left
     height, width = geometry.target_size
-    boxes = np.asarray(record.box, dtype=np.float32).reshape(-1, 4, 2)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4, 2)
     boxes = boxes * np.array([new_w / orig_w, new_h / orig_h], dtype=np.float32)
     boxes -= np.array([left, top], dtype=np.float32)
     inside = (
         (boxes[..., 0] >= 0) & (boxes[..., 0] <= width) & (boxes[..., 1] >= 0) & (boxes[..., 1] <= height)
     ).all(axis=1)
-    return boxes[inside], [text for text, keep in zip(record.gt_text, inside, strict=True) if keep]
+    return boxes[inside], [text for text, keep in zip(texts, inside, strict=True) if keep]
 
 
 class ControlNetTrainDataset(Dataset):
-    """One item per record; the VAE and text encoders are never run here."""
+    """One item per record, fitted into the bucket its latents were cached at; the VAE and text encoders
+    are never run here."""
 
     def __init__(
         self,
         records: Sequence[Record],
         root: Path,
-        resolution: int,
         cache: EncodedCache,
         text_targets: bool = False,
         reference_images: bool = False,
     ) -> None:
         self.records = list(records)
         self.root = root
-        self.resolution = resolution
         self.cache = cache
         self.text_targets = text_targets
         self.reference_images = reference_images
@@ -65,7 +69,7 @@ class ControlNetTrainDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         with Image.open(resolve_path(self.root, record.conditioning_image)) as image:
-            geometry = CropGeometry.centre_crop(image.width, image.height, self.resolution)
+            geometry = CropGeometry.cover(image.width, image.height, self.cache.bucket(index))
             condition = to_tensor(geometry.apply(image.convert("RGB")))
         sample: dict[str, Any] = {
             **self.cache[index],

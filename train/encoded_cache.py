@@ -1,8 +1,13 @@
-"""VAE latents and text embeddings, encoded once per dataset and read back memory-mapped.
+"""VAE latents and text embeddings, encoded once per (encoders, dataset, geometry), read back mapped.
 
-Each rank encodes its own slice of the records (no rank-0 bottleneck, no tensors sent between ranks) into
-a safetensors shard, written atomically. A run that finds a complete cache with the same fingerprint
-(model, dataset file, resolution, dtype) reuses it, so resumes and re-runs skip the encoding.
+Each rank encodes its own slice of the records (no rank-0 bottleneck, no tensors sent between ranks, no
+collective that could time out while one rank encodes) into safetensors shards of at most `SHARD_RECORDS`
+records, each written atomically, so a killed encoding continues where it stopped. The folder is named
+by the fingerprint of everything the tensors depend on; any later run or resume with the same
+fingerprint reuses it without loading the VAE or the text encoders.
+
+Latents of one shard are stored per bucket (`latents.<h>x<w>`), since aspect-ratio buckets give them
+different shapes; prompt embeddings and SDXL time ids are per record.
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+import shutil
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from diffusers import AutoencoderKL
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -24,135 +32,217 @@ from tqdm.auto import tqdm
 
 from data.atomic import atomic_write_json
 from data.records import Record, resolve_path
+from train.buckets import Size, bucket_sizes, nearest_bucket
+from train.config import DataConfig, ModelConfig
 from train.prompt_encoding import encode_prompts
 from train.sample_geometry import CropGeometry, to_tensor
-from train.sdxl_models import FrozenSDXL
+from train.sdxl_models import PromptEncoders
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 COMPLETE_MARKER = "complete.json"
 EMPTY_PROMPT_FILE = "empty_prompt.safetensors"
+SHARD_RECORDS = 1024
+ENCODER_PARTS = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("SKINFORGE_CACHE") or Path.home() / ".cache" / "skinforge" / "encoded")
+
+
+def _folder_identity(folder: Path) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime) of every file: replaced weights change it, without hashing GBs."""
+    return [
+        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    ]
+
+
+def encoder_identity(cfg: ModelConfig) -> str:
+    """What the VAE and text encoders are: their files for local folders, the id and revision otherwise."""
+    base = Path(cfg.base).expanduser()
+    parts = {"base": cfg.base, "vae": cfg.vae, "revision": cfg.revision, "variant": cfg.variant}
+    if base.is_dir():
+        parts |= {p: _folder_identity(base / p) for p in ENCODER_PARTS if p != "vae" or not cfg.vae}
+    if cfg.vae and Path(cfg.vae).expanduser().is_dir():
+        parts["vae_files"] = _folder_identity(Path(cfg.vae).expanduser())
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class CacheSpec:
     """Everything the cached tensors depend on; its hash names the cache folder."""
 
-    base: str
-    vae: str | None
+    encoders: str
     jsonl: str
     jsonl_bytes: int
     jsonl_mtime_ns: int
     num_records: int
     resolution: int
+    buckets: tuple[Size, ...]
+    """The canvases samples are fitted into; one square for unbucketed training."""
     dtype: str
     format: int = CACHE_FORMAT
 
     @classmethod
     def create(
-        cls, base: str, vae: str | None, jsonl: Path, num_records: int, resolution: int, dtype: torch.dtype
+        cls, model: ModelConfig, data: DataConfig, jsonl: Path, num_records: int, dtype: torch.dtype
     ) -> CacheSpec:
         stat = jsonl.stat()
+        if data.buckets:
+            buckets = tuple(bucket_sizes(data.resolution, data.bucket_step, data.bucket_max_ratio))
+        else:
+            buckets = ((data.resolution, data.resolution),)
         return cls(
-            base,
-            vae,
+            encoder_identity(model),
             str(jsonl.resolve()),
             stat.st_size,
             stat.st_mtime_ns,
             num_records,
-            resolution,
+            data.resolution,
+            buckets,
             str(dtype).removeprefix("torch."),
         )
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
+    def geometry(self, width: int, height: int) -> CropGeometry:
+        """How an image of this size is fitted into its bucket."""
+        return CropGeometry.cover(width, height, nearest_bucket(width, height, self.buckets))
 
-def _shard_name(rank: int, world: int) -> str:
-    return f"shard-{rank:05d}-of-{world:05d}.safetensors"
+
+@dataclass
+class Encoders:
+    vae: AutoencoderKL
+    prompts: PromptEncoders
 
 
-def _load_target(root: Path, record: Record, resolution: int) -> tuple[torch.Tensor, CropGeometry]:
+def _latents_key(size: Size) -> str:
+    return f"latents.{size[0]}x{size[1]}"
+
+
+def _shard_name(world: int, rank: int, part: int) -> str:
+    return f"shard-w{world:05d}-r{rank:05d}-p{part:05d}.safetensors"
+
+
+def _save_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _load_pixels(root: Path, record: Record, geometry: CropGeometry) -> torch.Tensor:
     with Image.open(resolve_path(root, record.image)) as image:
-        geometry = CropGeometry.centre_crop(image.width, image.height, resolution)
-        pixels = to_tensor(geometry.apply(image.convert("RGB")))
-    return pixels * 2.0 - 1.0, geometry
+        return to_tensor(geometry.apply(image.convert("RGB"))) * 2.0 - 1.0
+
+
+def _geometries(
+    root: Path, records: dict[int, Record], spec: CacheSpec
+) -> dict[Size, dict[int, CropGeometry]]:
+    """Each record's fit into its bucket, grouped by bucket; reads only the image headers."""
+    by_bucket: dict[Size, dict[int, CropGeometry]] = defaultdict(dict)
+    for index, record in records.items():
+        with Image.open(resolve_path(root, record.image)) as image:
+            geometry = spec.geometry(image.width, image.height)
+        by_bucket[geometry.target_size][index] = geometry
+    return by_bucket
 
 
 @torch.no_grad()
-def _encode_batch(
-    frozen: FrozenSDXL, root: Path, records: Sequence[Record], resolution: int, device: torch.device
+def _encode_records(
+    encoders: Encoders, root: Path, records: dict[int, Record], spec: CacheSpec, batch_size: int
 ) -> dict[str, torch.Tensor]:
-    loaded = [_load_target(root, r, resolution) for r in records]
-    pixels = torch.stack([p for p, _ in loaded]).to(device, frozen.vae.dtype)
-    latents = frozen.vae.encode(pixels).latent_dist.mode() * frozen.vae.config.scaling_factor
-    prompt_embeds, pooled = encode_prompts(
-        [r.text for r in records],
-        (frozen.tokenizer, frozen.tokenizer_2),
-        (frozen.text_encoder, frozen.text_encoder_2),
-    )
-    return {
-        "latents": latents.float().cpu(),
-        "prompt_embeds": prompt_embeds.cpu(),
-        "pooled_embeds": pooled.cpu(),
-        "time_ids": torch.stack([g.time_ids() for _, g in loaded]),
+    """One shard's tensors: latents grouped by bucket, prompt embeddings and time ids per record."""
+    dtype = getattr(torch, spec.dtype)
+    vae = encoders.vae
+    out: dict[str, torch.Tensor] = {}
+    order: list[int] = []
+    time_ids: list[torch.Tensor] = []
+    for size, geometries in sorted(_geometries(root, records, spec).items()):
+        indices = list(geometries)
+        latents = []
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            pixels = torch.stack([_load_pixels(root, records[i], geometries[i]) for i in chunk])
+            encoded = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
+            latents.append((encoded * vae.config.scaling_factor).to(dtype).cpu())
+        out[_latents_key(size)] = torch.cat(latents)
+        out[f"rows.{size[0]}x{size[1]}"] = torch.tensor(indices, dtype=torch.int64)
+        order += indices
+        time_ids += [geometries[i].time_ids() for i in indices]
+    embeds, pooled = [], []
+    for start in range(0, len(order), batch_size):
+        e, p = encode_prompts([records[i].text for i in order[start : start + batch_size]], encoders.prompts)
+        embeds.append(e.to(dtype).cpu())
+        pooled.append(p.to(dtype).cpu())
+    return out | {
+        "indices": torch.tensor(order, dtype=torch.int64),
+        "time_ids": torch.stack(time_ids),
+        "prompt_embeds": torch.cat(embeds),
+        "pooled_embeds": torch.cat(pooled),
     }
 
 
-def _write_shard(path: Path, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    to_store = {
-        k: (v.to(dtype) if k in ("prompt_embeds", "pooled_embeds") else v) for k, v in tensors.items()
-    }
-    save_file({k: v.contiguous() for k, v in to_store.items()}, str(tmp))
-    os.replace(tmp, path)
+def _clear_foreign_shards(folder: Path, world: int) -> None:
+    """Shards of an unfinished encoding with another world size split the records differently."""
+    for path in folder.glob("shard-*.safetensors"):
+        if not path.name.startswith(f"shard-w{world:05d}-"):
+            path.unlink()
 
 
 def build_encoded_cache(
     records: Sequence[Record],
     root: Path,
     spec: CacheSpec,
-    frozen: FrozenSDXL,
+    load_encoders: Callable[[], Encoders],
     accelerator: Accelerator,
     cache_root: Path,
     batch_size: int,
+    rebuild: bool = False,
 ) -> Path:
-    """Encodes this rank's slice (unless a complete cache exists) and returns the cache folder."""
+    """The cache folder for `spec`, encoding this rank's slice first unless a complete cache exists.
+
+    The encoders are loaded (by `load_encoders`) only when something has to be encoded.
+    """
     folder = cache_root / spec.fingerprint()
-    if (folder / COMPLETE_MARKER).is_file():
+    complete = (folder / COMPLETE_MARKER).is_file() and not rebuild
+    accelerator.wait_for_everyone()  # every rank has looked before anyone clears the folder
+    if complete:
         logger.info("Reusing encoded cache %s", folder)
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
     rank, world = accelerator.process_index, accelerator.num_processes
-    dtype = getattr(torch, spec.dtype)
-    device = accelerator.device
-    for module in (frozen.vae, frozen.text_encoder, frozen.text_encoder_2):
-        module.to(device)
-    indices = list(range(rank, len(records), world))
-    parts: list[dict[str, torch.Tensor]] = []
-    bar = tqdm(
-        total=len(indices), desc="encoding latents+prompts", disable=not accelerator.is_local_main_process
-    )
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        part = _encode_batch(frozen, root, [records[i] for i in chunk], spec.resolution, device)
-        part["indices"] = torch.tensor(chunk, dtype=torch.int64)
-        parts.append(part)
-        bar.update(len(chunk))
-    bar.close()
-    if parts:
-        merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        _write_shard(folder / _shard_name(rank, world), merged, dtype)
     if accelerator.is_main_process:
-        embeds, pooled = encode_prompts(
-            [""], (frozen.tokenizer, frozen.tokenizer_2), (frozen.text_encoder, frozen.text_encoder_2)
-        )
-        _write_shard(
+        if rebuild and folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _clear_foreign_shards(folder, world)
+    accelerator.wait_for_everyone()
+    mine = list(range(rank, len(records), world))
+    parts = [mine[i : i + SHARD_RECORDS] for i in range(0, len(mine), SHARD_RECORDS)]
+    todo = [(n, p) for n, p in enumerate(parts) if not (folder / _shard_name(world, rank, n)).is_file()]
+    logger.info("Encoding %d of %d records into %s", sum(len(p) for _, p in todo), len(mine), folder)
+    encoders = load_encoders() if todo or accelerator.is_main_process else None
+    bar = tqdm(
+        total=sum(len(p) for _, p in todo),
+        desc="encoding latents+prompts",
+        disable=not accelerator.is_local_main_process,
+    )
+    for n, part in todo:
+        tensors = _encode_records(encoders, root, {i: records[i] for i in part}, spec, batch_size)
+        _save_atomic(folder / _shard_name(world, rank, n), tensors)
+        bar.update(len(part))
+    bar.close()
+    if accelerator.is_main_process:
+        embeds, pooled = encode_prompts([""], encoders.prompts)
+        dtype = getattr(torch, spec.dtype)
+        _save_atomic(
             folder / EMPTY_PROMPT_FILE,
-            {"prompt_embeds": embeds[0].cpu(), "pooled_embeds": pooled[0].cpu()},
-            dtype,
+            {"prompt_embeds": embeds[0].to(dtype).cpu(), "pooled_embeds": pooled[0].to(dtype).cpu()},
         )
+    del encoders
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_json(folder / COMPLETE_MARKER, {"spec": asdict(spec), "world_size": world})
@@ -170,10 +260,16 @@ class EncodedCache:
         self.folder = folder
         self.shards = sorted(folder.glob("shard-*.safetensors"))
         self._rows: dict[int, tuple[int, int]] = {}
+        self._latents: dict[int, tuple[str, int]] = {}
         for shard_id, path in enumerate(self.shards):
             with safe_open(str(path), framework="pt") as handle:
                 for row, index in enumerate(handle.get_tensor("indices").tolist()):
                     self._rows[index] = (shard_id, row)
+                for key in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+                    if key.startswith("rows."):
+                        group = key.replace("rows.", "latents.", 1)
+                        for pos, index in enumerate(handle.get_tensor(key).tolist()):
+                            self._latents[index] = (group, pos)
         with safe_open(str(folder / EMPTY_PROMPT_FILE), framework="pt") as handle:
             self.empty_prompt = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
         self._handles: dict[int, object] | None = None
@@ -184,10 +280,16 @@ class EncodedCache:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_handles": None}
 
+    def bucket(self, index: int) -> Size:
+        """(height, width) of the canvas record `index` was encoded at."""
+        height, width = self._latents[index][0].removeprefix("latents.").split("x")
+        return int(height), int(width)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if self._handles is None:
             self._handles = {i: safe_open(str(p), framework="pt") for i, p in enumerate(self.shards)}
         shard_id, row = self._rows[index]
         handle = self._handles[shard_id]
-        keys = ("latents", "prompt_embeds", "pooled_embeds", "time_ids")
-        return {k: handle.get_slice(k)[row] for k in keys}
+        group, pos = self._latents[index]
+        sample = {k: handle.get_slice(k)[row] for k in ("prompt_embeds", "pooled_embeds", "time_ids")}
+        return sample | {"latents": handle.get_slice(group)[pos]}

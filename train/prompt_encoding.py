@@ -5,19 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextModelWithProjection
+
+from train.sdxl_models import PromptEncoders
 
 
 @torch.no_grad()
-def encode_prompts(
-    prompts: Sequence[str],
-    tokenizers: tuple[CLIPTokenizer, CLIPTokenizer],
-    text_encoders: tuple[CLIPTextModel, CLIPTextModelWithProjection],
-) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(prompts: Sequence[str], encoders: PromptEncoders) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt_embeds [N, 77, C1+C2], pooled_embeds [N, P]), exactly as the SDXL pipeline builds them."""
     hidden_states = []
     pooled = None
-    for tokenizer, encoder in zip(tokenizers, text_encoders, strict=True):
+    for tokenizer, encoder in zip(encoders.tokenizers, encoders.text_encoders, strict=True):
         ids = tokenizer(
             list(prompts),
             padding="max_length",

@@ -11,7 +11,7 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class CropGeometry:
-    """How one image was mapped to the square training canvas."""
+    """How one image was mapped to its training canvas (a square, or an aspect-ratio bucket)."""
 
     original_size: tuple[int, int]
     """(height, width) of the file on disk."""
@@ -21,12 +21,18 @@ class CropGeometry:
     target_size: tuple[int, int]
 
     @classmethod
+    def cover(cls, width: int, height: int, target: tuple[int, int]) -> CropGeometry:
+        """Scaled without distortion until it covers `target` (height, width), then centre-cropped."""
+        target_h, target_w = target
+        scale = max(target_w / width, target_h / height)
+        new_w, new_h = max(target_w, round(width * scale)), max(target_h, round(height * scale))
+        top, left = (new_h - target_h) // 2, (new_w - target_w) // 2
+        return cls((height, width), (top, left), (new_h, new_w), (target_h, target_w))
+
+    @classmethod
     def centre_crop(cls, width: int, height: int, resolution: int) -> CropGeometry:
         """Shorter side to `resolution`, then a centred square crop."""
-        scale = resolution / min(width, height)
-        new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
-        top, left = (new_h - resolution) // 2, (new_w - resolution) // 2
-        return cls((height, width), (top, left), (new_h, new_w), (resolution, resolution))
+        return cls.cover(width, height, (resolution, resolution))
 
     def apply(self, image: Image.Image) -> Image.Image:
         resized = image.resize(self.resized_size[::-1], Image.Resampling.BICUBIC)

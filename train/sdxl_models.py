@@ -1,9 +1,14 @@
-"""Loading the frozen SDXL parts and the trainable ControlNet, the same way for real and tiny weights."""
+"""Loading the frozen SDXL parts and the trainable ControlNet, the same way for real and tiny weights.
+
+Each part loads on its own, so that a run whose latents and prompt embeddings are cached never loads the
+VAE or the text encoders at all.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
@@ -15,16 +20,16 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class FrozenSDXL:
-    """The parts of SDXL that training reads but never updates."""
+class PromptEncoders:
+    """SDXL's two tokenizers and CLIP text encoders."""
 
-    unet: UNet2DConditionModel
-    vae: AutoencoderKL
-    text_encoder: CLIPTextModel
-    text_encoder_2: CLIPTextModelWithProjection
-    tokenizer: CLIPTokenizer
-    tokenizer_2: CLIPTokenizer
-    noise_scheduler: DDPMScheduler
+    tokenizers: tuple[CLIPTokenizer, CLIPTokenizer]
+    text_encoders: tuple[CLIPTextModel, CLIPTextModelWithProjection]
+
+    def to(self, device: torch.device) -> PromptEncoders:
+        for encoder in self.text_encoders:
+            encoder.to(device)
+        return self
 
 
 def _freeze(module: torch.nn.Module) -> torch.nn.Module:
@@ -33,26 +38,39 @@ def _freeze(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def load_frozen_sdxl(cfg: ModelConfig) -> FrozenSDXL:
-    """Loads every frozen component from `cfg.base` (the VAE optionally from `cfg.vae`), on CPU, fp32."""
-    common = {"revision": cfg.revision}
-    weights = {**common, "variant": cfg.variant}
-    vae = (
-        AutoencoderKL.from_pretrained(cfg.vae, revision=cfg.revision)
-        if cfg.vae
-        else AutoencoderKL.from_pretrained(cfg.base, subfolder="vae", **weights)
-    )
-    return FrozenSDXL(
-        unet=_freeze(UNet2DConditionModel.from_pretrained(cfg.base, subfolder="unet", **weights)),
-        vae=_freeze(vae),
-        text_encoder=_freeze(CLIPTextModel.from_pretrained(cfg.base, subfolder="text_encoder", **weights)),
-        text_encoder_2=_freeze(
-            CLIPTextModelWithProjection.from_pretrained(cfg.base, subfolder="text_encoder_2", **weights)
+def _weights(cfg: ModelConfig) -> dict[str, Any]:
+    return {"revision": cfg.revision, "variant": cfg.variant}
+
+
+def load_unet(cfg: ModelConfig) -> UNet2DConditionModel:
+    return _freeze(UNet2DConditionModel.from_pretrained(cfg.base, subfolder="unet", **_weights(cfg)))
+
+
+def load_vae(cfg: ModelConfig) -> AutoencoderKL:
+    """`cfg.vae` (e.g. an fp16-safe SDXL VAE) when set, else the base model's VAE."""
+    if cfg.vae:
+        return _freeze(AutoencoderKL.from_pretrained(cfg.vae, revision=cfg.revision))
+    return _freeze(AutoencoderKL.from_pretrained(cfg.base, subfolder="vae", **_weights(cfg)))
+
+
+def load_prompt_encoders(cfg: ModelConfig) -> PromptEncoders:
+    weights = _weights(cfg)
+    return PromptEncoders(
+        tokenizers=(
+            CLIPTokenizer.from_pretrained(cfg.base, subfolder="tokenizer", revision=cfg.revision),
+            CLIPTokenizer.from_pretrained(cfg.base, subfolder="tokenizer_2", revision=cfg.revision),
         ),
-        tokenizer=CLIPTokenizer.from_pretrained(cfg.base, subfolder="tokenizer", **common),
-        tokenizer_2=CLIPTokenizer.from_pretrained(cfg.base, subfolder="tokenizer_2", **common),
-        noise_scheduler=DDPMScheduler.from_pretrained(cfg.base, subfolder="scheduler", **common),
+        text_encoders=(
+            _freeze(CLIPTextModel.from_pretrained(cfg.base, subfolder="text_encoder", **weights)),
+            _freeze(
+                CLIPTextModelWithProjection.from_pretrained(cfg.base, subfolder="text_encoder_2", **weights)
+            ),
+        ),
     )
+
+
+def load_noise_scheduler(cfg: ModelConfig) -> DDPMScheduler:
+    return DDPMScheduler.from_pretrained(cfg.base, subfolder="scheduler", revision=cfg.revision)
 
 
 def build_controlnet(cfg: ModelConfig, unet: UNet2DConditionModel) -> ControlNetModel:

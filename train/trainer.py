@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, InitProcessGroupKwargs
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
@@ -18,8 +18,10 @@ from tqdm.auto import tqdm
 
 from data.atomic import atomic_write_text
 from data.records import read_records
+from train.buckets import BucketBatchSampler, bucket_sizes
 from train.checkpointing import (
     TrainerState,
+    full_controlnet,
     resolve_resume,
     save_checkpoint,
     save_controlnet,
@@ -27,10 +29,24 @@ from train.checkpointing import (
 from train.config import SkinforgeConfig
 from train.controlnet_dataset import ControlNetTrainDataset, collate_samples
 from train.distributed import check_one_job
-from train.encoded_cache import CacheSpec, EncodedCache, build_encoded_cache
+from train.ema import EMA_DIR, ControlNetEma
+from train.encoded_cache import (
+    CacheSpec,
+    EncodedCache,
+    Encoders,
+    build_encoded_cache,
+    default_cache_root,
+)
+from train.memory_savers import apply_model_savers, controlnet_param_groups, make_optimizer, set_tf32
 from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
 from train.run_logging import MetricsLog, configure_logging
-from train.sdxl_models import build_controlnet, load_frozen_sdxl
+from train.sdxl_models import (
+    build_controlnet,
+    load_noise_scheduler,
+    load_prompt_encoders,
+    load_unet,
+    load_vae,
+)
 from train.step_losses import ControlNetStepLosses
 
 if TYPE_CHECKING:
@@ -100,55 +116,51 @@ class ControlNetTrainer:
         jsonl = Path(cfg.data.train_jsonl)
         records = read_records(jsonl)[: cfg.data.max_records]
         logger.info("Dataset %s: %d records", jsonl, len(records))
-        frozen = load_frozen_sdxl(cfg.model)
-        self.noise_scheduler: DDPMScheduler = frozen.noise_scheduler
-        spec = CacheSpec.create(
-            cfg.model.base, cfg.model.vae, jsonl, len(records), cfg.data.resolution, self.weight_dtype
-        )
-        cache_folder = build_encoded_cache(
-            records,
-            jsonl.parent,
-            spec,
-            frozen,
-            self.accelerator,
-            self.output_dir / "cache",
-            cfg.train.batch_size,
-        )
-        self.controlnet: ControlNetModel = build_controlnet(cfg.model, frozen.unet)
-        self.unet: UNet2DConditionModel = frozen.unet.to(self.accelerator.device)
+        cache = EncodedCache(self._encoded_cache_folder(records, jsonl))
+        self.noise_scheduler: DDPMScheduler = load_noise_scheduler(cfg.model)
+        self.unet: UNet2DConditionModel = load_unet(cfg.model).to(self.accelerator.device)
+        self.controlnet: ControlNetModel = build_controlnet(cfg.model, self.unet)
         if self.weight_dtype != torch.float32:
             self.unet.to(dtype=self.weight_dtype)
-        self.text_supervision = self._make_text_supervision(frozen.vae)
-        del frozen  # the text encoders (and the VAE, without a text loss) are not needed with the cache
-        if cfg.train.gradient_checkpointing:
-            self.controlnet.enable_gradient_checkpointing()
-            self.unet.enable_gradient_checkpointing()
-        if cfg.train.channels_last:
-            self.controlnet.to(memory_format=torch.channels_last)
-            self.unet.to(memory_format=torch.channels_last)
-        if cfg.train.compile:
-            # In place (nn.Module.compile): parameter names and the module type stay as they are, so
-            # checkpoints, `save_pretrained` and validation see the plain modules.
-            self.controlnet.compile()
-            self.unet.compile()
-        cache = EncodedCache(cache_folder)
+        self.text_supervision = (
+            self._make_text_supervision(load_vae(cfg.model)) if cfg.text_loss.enabled else None
+        )
+        if self.accelerator.device.type == "cuda":
+            set_tf32(cfg.train.tf32)
+        apply_model_savers(cfg.train, self.controlnet, self.unet)
         self.empty_prompt = cache.empty_prompt
         text = cfg.text_loss
         return ControlNetTrainDataset(
             records,
             jsonl.parent,
-            cfg.data.resolution,
             cache,
             text_targets=text.enabled,
             reference_images=text.enabled and text.kind in ("feature", "both"),
         )
 
-    def _make_text_supervision(self, vae: AutoencoderKL) -> TextSupervision | None:
-        """The VAE decoder and the frozen recognizer, only when the text loss is on. The VAE runs in bf16
-        under bf16 training and in fp32 otherwise (SDXL's VAE overflows in fp16)."""
+    def _encoded_cache_folder(self, records: list, jsonl: Path) -> Path:
+        """The latents/prompt cache for this run, encoded now if no earlier run left a complete one;
+        the VAE and text encoders are loaded only in that case, and freed afterwards."""
+        cfg, device = self.config, self.accelerator.device
+
+        def load_encoders() -> Encoders:
+            return Encoders(load_vae(cfg.model).to(device), load_prompt_encoders(cfg.model).to(device))
+
+        return build_encoded_cache(
+            records,
+            jsonl.parent,
+            CacheSpec.create(cfg.model, cfg.data, jsonl, len(records), self.weight_dtype),
+            load_encoders,
+            self.accelerator,
+            Path(cfg.cache.dir) if cfg.cache.dir else default_cache_root(),
+            cfg.train.batch_size,
+            rebuild=cfg.cache.rebuild,
+        )
+
+    def _make_text_supervision(self, vae: AutoencoderKL) -> TextSupervision:
+        """The VAE decoder and the frozen recognizer, for the text loss. The VAE runs in bf16 under bf16
+        training and in fp32 otherwise (SDXL's VAE overflows in fp16)."""
         cfg = self.config.text_loss
-        if not cfg.enabled:
-            return None
         from recognizer.text_loss import TextLoss
         from recognizer.torch_rec import RecognizerConfig, load_text_recognizer
         from train.text_supervision import TextSupervision
@@ -170,28 +182,24 @@ class ControlNetTrainer:
 
     def _setup_optimization(self, dataset: ControlNetTrainDataset) -> None:
         t = self.config.train
-        optimizer = torch.optim.AdamW(
-            self.controlnet.parameters(),
-            lr=t.lr,
-            betas=(t.adam_beta1, t.adam_beta2),
-            weight_decay=t.weight_decay,
-            eps=t.adam_epsilon,
-            fused=t.fused_adamw or None,
+        groups = controlnet_param_groups(self.controlnet, t.lr, t.lr_new_layers)
+        optimizer = make_optimizer(t, groups, self.accelerator.device)
+        n = self.accelerator.num_processes
+        self.batch_sampler = BucketBatchSampler(
+            [dataset.cache.bucket(i) for i in range(len(dataset))], t.batch_size, t.seed, num_replicas=n
         )
+        if len(self.batch_sampler) == 0:
+            raise ValueError(
+                f"data: {len(dataset)} records cannot give each of {n} process(es) one batch of "
+                f"train.batch_size={t.batch_size} from a single bucket"
+            )
         loader = DataLoader(
             dataset,
-            batch_size=t.batch_size,
-            shuffle=True,
-            drop_last=True,
+            batch_sampler=self.batch_sampler,
             num_workers=self.config.data.num_workers,
             collate_fn=collate_samples,
             persistent_workers=self.config.data.num_workers > 0,
         )
-        if len(loader) == 0:
-            raise ValueError(
-                f"data: {len(dataset)} records cannot fill one batch of train.batch_size={t.batch_size}"
-            )
-        n = self.accelerator.num_processes
         scheduler = get_scheduler(
             t.lr_scheduler,
             optimizer,
@@ -201,6 +209,7 @@ class ControlNetTrainer:
         self.controlnet, self.optimizer, self.loader, self.lr_scheduler = self.accelerator.prepare(
             self.controlnet, optimizer, loader, scheduler
         )
+        self.ema = self._make_ema()
         self.step_losses = ControlNetStepLosses(
             self.config,
             self.accelerator,
@@ -209,6 +218,17 @@ class ControlNetTrainer:
             self.noise_scheduler,
             self.empty_prompt,
             self.text_supervision,
+        )
+
+    def _make_ema(self) -> ControlNetEma | None:
+        if not self.config.ema.enabled:
+            return None
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            raise ValueError(
+                "ema.enabled: EMA of FSDP-sharded weights is not supported; use DDP or DeepSpeed"
+            )
+        return ControlNetEma(
+            self.config.ema, self.accelerator.unwrap_model(self.controlnet), self.accelerator
         )
 
     def _setup_trackers(self) -> None:
@@ -227,7 +247,10 @@ class ControlNetTrainer:
             return None
         from train.validation import TrainingValidator
 
-        return TrainingValidator(cfg.validation, cfg.model.base, cfg.data.resolution, self.output_dir)
+        buckets = None
+        if cfg.data.buckets:
+            buckets = bucket_sizes(cfg.data.resolution, cfg.data.bucket_step, cfg.data.bucket_max_ratio)
+        return TrainingValidator(cfg.validation, cfg.model, cfg.data.resolution, self.output_dir, buckets)
 
     def _resume(self) -> None:
         folder = resolve_resume(self.config.checkpoint.resume, self.output_dir)
@@ -251,12 +274,15 @@ class ControlNetTrainer:
             disable=not (self.accelerator.is_main_process and cfg.log.progress_bar),
         )
         while self.state.step < cfg.train.max_steps:
+            self.batch_sampler.set_epoch(self.state.epoch)
             self.loader.set_epoch(self.state.epoch)
             batches = self.accelerator.skip_first_batches(self.loader, self.state.batches_into_epoch)
             for batch in batches:
                 losses = self._micro_step(batch)
                 if self.accelerator.sync_gradients:
                     self.state.step += 1
+                    if self.ema is not None:
+                        self.ema.update(self.state.step, self.accelerator.unwrap_model(self.controlnet))
                     bar.update(1)
                     self._after_step(losses, bar)
                     if self.state.step >= cfg.train.max_steps:
@@ -276,7 +302,7 @@ class ControlNetTrainer:
                 )
             self.optimizer.step()
             self.lr_scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=self.config.train.zero_grad_set_to_none)
         self.state.micro_step += 1
         self.state.batches_into_epoch += 1
         return losses
@@ -291,7 +317,7 @@ class ControlNetTrainer:
             values = {
                 _metric_name(k): self.accelerator.reduce(v.detach(), "mean").item() for k, v in losses.items()
             }
-            values["lr"] = self.lr_scheduler.get_last_lr()[0]
+            values |= self._learning_rates()
             if not all(math.isfinite(v) for v in values.values()):
                 raise FloatingPointError(f"non-finite loss at step {step}: {values}")
             self.accelerator.log(values, step=step)
@@ -301,7 +327,7 @@ class ControlNetTrainer:
         if step % cfg.checkpoint.every_n_steps == 0 or step == cfg.train.max_steps:
             save_checkpoint(
                 self.accelerator,
-                self.accelerator.unwrap_model(self.controlnet),
+                self._exportable_models(),
                 self.output_dir,
                 self.state,
                 self.config_yaml,
@@ -316,13 +342,34 @@ class ControlNetTrainer:
                     self.metrics.write(step, scores)
             self.accelerator.wait_for_everyone()
 
+    def _learning_rates(self) -> dict[str, float]:
+        """`lr` of the first parameter group, plus `lr/<group>` of the others when there are several."""
+        rates = self.lr_scheduler.get_last_lr()
+        values = {"lr": rates[0]}
+        for group, rate in zip(self.optimizer.param_groups[1:], rates[1:], strict=True):
+            values[f"lr/{group.get('name', len(values))}"] = rate
+        return values
+
+    def _exportable_models(self) -> dict[str, ControlNetModel]:
+        """Folder name -> ControlNet to save in diffusers format, on the main process (empty elsewhere).
+        Called on every rank, because gathering FSDP shards needs all of them."""
+        controlnet = full_controlnet(self.accelerator, self.controlnet)
+        if controlnet is None:
+            return {}
+        models = {CONTROLNET_DIR: controlnet}
+        if self.ema is not None:
+            models[EMA_DIR] = self.ema.averaged_controlnet(controlnet)
+        return models
+
     # --------------------------------------------------------------------------------- cleanup
     def cleanup(self) -> Path:
-        """Saves the final ControlNet in diffusers format and closes the trackers."""
+        """Saves the final ControlNet (and its EMA) in diffusers format and closes the trackers."""
         final = self.output_dir / CONTROLNET_DIR
         self.accelerator.wait_for_everyone()
+        models = self._exportable_models()
         if self.accelerator.is_main_process:
-            save_controlnet(self.accelerator.unwrap_model(self.controlnet), final, self.config_yaml)
+            for name, model in models.items():
+                save_controlnet(model, self.output_dir / name, self.config_yaml)
             self.metrics.close()
             logger.info("Final ControlNet saved to %s", final)
         self.accelerator.end_training()

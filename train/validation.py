@@ -4,6 +4,7 @@ OCR scores of the generated labels when the validation records carry text boxes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from data.records import read_records, resolve_path
 from inference.grid import make_grid
 from inference.metrics import text_scores
 from inference.pipeline import GenerationSettings, generate, load_pipeline
-from train.config import ValidationConfig
+from train.buckets import Size, nearest_bucket
+from train.config import ModelConfig, ValidationConfig
+from train.controlnet_dataset import map_boxes
+from train.sample_geometry import CropGeometry
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,14 @@ def load_validation_samples(cfg: ValidationConfig) -> list[ValidationSample]:
     return samples
 
 
+def fit_to_bucket(sample: ValidationSample, buckets: Sequence[Size]) -> ValidationSample:
+    """The sample's condition fitted into its nearest bucket as training fits it, boxes mapped along."""
+    condition = sample.condition
+    geometry = CropGeometry.cover(condition.width, condition.height, nearest_bucket(*condition.size, buckets))
+    boxes, texts = map_boxes(sample.boxes, sample.texts, geometry)
+    return ValidationSample(sample.prompt, geometry.apply(condition), boxes.astype(np.float64), texts)
+
+
 def _copy_in_dtype(controlnet: ControlNetModel, dtype: torch.dtype) -> ControlNetModel:
     """A plain copy in the pipeline's dtype: the fp32 master weights stay untouched, and accelerate's
     mixed-precision forward wrapper (which returns fp32 outputs) is not carried over."""
@@ -59,16 +71,27 @@ def _copy_in_dtype(controlnet: ControlNetModel, dtype: torch.dtype) -> ControlNe
 class TrainingValidator:
     """Runs on the main process; borrows the trainer's UNet and ControlNet, loads VAE and text encoders."""
 
-    def __init__(self, cfg: ValidationConfig, base: str, resolution: int, output_dir: Path) -> None:
+    def __init__(
+        self,
+        cfg: ValidationConfig,
+        model: ModelConfig,
+        resolution: int,
+        output_dir: Path,
+        buckets: Sequence[Size] | None = None,
+    ) -> None:
+        """Square images of side `resolution`, or with `buckets` each condition's nearest bucket."""
         self.cfg = cfg
-        self.base = base
+        self.model = model
         self.folder = output_dir / "validation"
         self.settings = GenerationSettings(
             num_inference_steps=cfg.num_inference_steps,
+            scheduler=cfg.scheduler,
             guidance_scale=cfg.guidance_scale,
-            resolution=resolution,
+            resolution=None if buckets else resolution,
         )
         self.samples = load_validation_samples(cfg)
+        if buckets:
+            self.samples = [fit_to_bucket(s, buckets) for s in self.samples]
         self.scores_text = cfg.ocr and any(len(s.texts) for s in self.samples)
         self._ocr = None
 
@@ -104,7 +127,14 @@ class TrainingValidator:
         was_training = controlnet.training
         controlnet.eval()
         try:
-            pipe = load_pipeline(self.base, controlnet, str(accelerator.device), dtype=unet.dtype, unet=unet)
+            pipe = load_pipeline(
+                self.model.base,
+                controlnet,
+                str(accelerator.device),
+                dtype=unet.dtype,
+                unet=unet,
+                vae=self.model.vae,
+            )
             prompts = [s.prompt for s in self.samples]
             conditions = [s.condition for s in self.samples]
             return generate(pipe, prompts, conditions, [self.cfg.seed] * len(prompts), self.settings)
