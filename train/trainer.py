@@ -117,6 +117,11 @@ class ControlNetTrainer:
         records = read_records(jsonl)[: cfg.data.max_records]
         logger.info("Dataset %s: %d records", jsonl, len(records))
         cache = EncodedCache(self._encoded_cache_folder(records, jsonl))
+        if len(cache) != len(records):
+            raise RuntimeError(
+                f"the encoded cache {cache.folder} holds {len(cache)} of {len(records)} records: its shards "
+                "are written by every rank, so cache.dir must be a folder that all nodes share"
+            )
         self.noise_scheduler: DDPMScheduler = load_noise_scheduler(cfg.model)
         self.unet: UNet2DConditionModel = load_unet(cfg.model).to(self.accelerator.device)
         self.controlnet: ControlNetModel = build_controlnet(cfg.model, self.unet)
