@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).parent.parent
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -107,3 +108,54 @@ def test_processes_that_do_not_form_one_job_are_refused(tiny_overrides: list[str
     assert result.returncode != 0
     assert "did not join one distributed job" in result.stderr
     assert not (run / "controlnet").exists()
+
+
+def _gpu_launch(config: str, overrides: list[str], port: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(ROOT / "launch/accelerate" / config),
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(port),
+        str(ROOT / "train/train_controlnet_sdxl.py"),
+        "--config",
+        "configs/fill_tiny.yaml",
+        *overrides,
+    ]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+    reason="needs 2 CUDA GPUs",
+)
+@pytest.mark.parametrize(
+    ("config", "port"), [("fsdp_8gpu.yaml", 29541), ("deepspeed_zero2_8gpu.yaml", 29542)]
+)
+def test_sharded_launches_save_and_resume_checkpoints(
+    tiny_overrides: list[str], config: str, port: int
+) -> None:
+    """FSDP and DeepSpeed need every rank in save_state; the diffusers ControlNet must come out whole."""
+    if config.startswith("deepspeed"):
+        pytest.importorskip("deepspeed")
+    run = Path(tiny_overrides[3].split("=", 1)[1])
+    overrides = [
+        *tiny_overrides,
+        "train.mixed_precision=bf16",
+        "checkpoint.every_n_steps=2",
+        "train.max_steps=2",
+    ]
+    result = _gpu_launch(config, overrides, port)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (run / "checkpoint-2" / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
+    resumed = _gpu_launch(config, [*overrides, "train.max_steps=3", "checkpoint.resume=latest"], port)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "Resumed from" in resumed.stderr and (run / "checkpoint-3").is_dir()
+    from diffusers import ControlNetModel
+
+    ControlNetModel.from_pretrained(run / "controlnet")
