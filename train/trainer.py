@@ -123,10 +123,10 @@ class ControlNetTrainer:
                 "are written by every rank, so cache.dir must be a folder that all nodes share"
             )
         self.noise_scheduler: DDPMScheduler = load_noise_scheduler(cfg.model)
-        self.unet: UNet2DConditionModel = load_unet(cfg.model).to(self.accelerator.device)
-        self.controlnet: ControlNetModel = build_controlnet(cfg.model, self.unet)
-        if self.weight_dtype != torch.float32:
-            self.unet.to(dtype=self.weight_dtype)
+        unet = load_unet(cfg.model)
+        self.controlnet: ControlNetModel = build_controlnet(cfg.model, unet)  # fp32 copy, on the CPU
+        # moved and cast in one go: an fp32 SDXL UNet on the GPU would cost 10 GB for nothing
+        self.unet: UNet2DConditionModel = unet.to(self.accelerator.device, dtype=self.weight_dtype)
         self.text_supervision = (
             self._make_text_supervision(load_vae(cfg.model)) if cfg.text_loss.enabled else None
         )
