@@ -7,6 +7,10 @@ default gating (`max_timestep=400`, so about 40 % of the samples are decoded and
 median wall time of `--steps` optimizer steps after `--warmup` steps.
 
     python bench/bench_text_loss.py [--steps 12] [--resolution 256] [--unroll-steps 20] [--markdown]
+
+At SDXL size on a GPU (random full-size weights built first, bf16, the recipe's gradient checkpointing):
+
+    python bench/bench_text_loss.py --full-size --resolution 1024 --batch 2 --unroll-steps 20 --markdown
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from train.trainer import ControlNetTrainer
 
 logger = logging.getLogger("bench_text_loss")
 
-RECORDS, KEYS_PER_IMAGE, BATCH = 16, 4, 4
+RECORDS, KEYS_PER_IMAGE = 16, 4
 
 
 @dataclass
@@ -98,23 +102,39 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--unroll-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--model", type=Path, help="an SDXL diffusers folder instead of the tiny model")
+    parser.add_argument(
+        "--full-size",
+        action="store_true",
+        help="build SDXL-architecture random weights (needs CUDA) and train in bf16 with checkpointing",
+    )
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
+    if args.full_size and not torch.cuda.is_available():
+        parser.error("--full-size needs a CUDA device")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with tempfile.TemporaryDirectory(prefix="bench-text-loss-") as work:
-        model = build_tiny_sdxl(Path(work) / "sdxl", seed=0)
+        model = args.model or build_tiny_sdxl(Path(work) / "sdxl", seed=0)
+        if args.full_size:
+            from bench_inference import build_full_size  # this script's folder is on sys.path
+
+            model, _ = build_full_size(model, Path(work) / "full" / "sdxl", "cuda")
         jsonl = build_dataset(Path(work) / "data", args.resolution)
         common = [
             f"model.base={model}",
             f"data.train_jsonl={jsonl}",
             f"data.resolution={args.resolution}",
-            f"train.batch_size={BATCH}",
+            f"train.batch_size={args.batch}",
             f"train.num_threads={args.threads}",
+            f"cache.dir={Path(work) / 'cache'}",
             "train.max_steps=100000",
             "checkpoint.every_n_steps=100000",
             "log.progress_bar=false",
             "log.tensorboard=false",
         ]
+        if args.full_size:
+            common += ["train.mixed_precision=bf16", "train.gradient_checkpointing=both"]
         text = ["text_loss.enabled=true", "text_loss.every_n_steps=1"]
         rows = [
             Row("plain (diffusion loss only)", []),
@@ -131,8 +151,9 @@ def main() -> None:
             )
             logger.info("%s: %.3f s/step", row.name, row.step_s)
     title = (
-        f"{args.steps} steps after {args.warmup} warm-up, {args.resolution}px, batch {BATCH}, "
-        f"{KEYS_PER_IMAGE * 2} labels/image, {args.threads} threads, torch {torch.__version__}"
+        f"{args.steps} steps after {args.warmup} warm-up, {args.resolution}px, batch {args.batch}, "
+        f"{KEYS_PER_IMAGE * 2} labels/image, {args.threads} threads, torch {torch.__version__}, "
+        f"{'SDXL-size random weights on ' + torch.cuda.get_device_name() if args.full_size else 'tiny SDXL'}"
     )
     render(rows, title, args.markdown)
 
