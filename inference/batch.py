@@ -100,16 +100,16 @@ def _jobs(out: Path, source: ControlNetSource, samples: list[Sample], seeds: lis
 
 
 class _PipelineCache:
-    """Keeps the last pipeline: checkpoints on the same base only swap the ControlNet."""
+    """Keeps the last pipeline: checkpoints on the same base and VAE only swap the ControlNet."""
 
     def __init__(self, device: str, dtypes: ComponentDtypes, speed: SpeedSettings) -> None:
         self.device, self.dtypes, self.speed = device, dtypes, speed
         self.pipe: ControlNetPipeline | None = None
-        self.base: str | None = None
+        self.base: tuple[str, str | None] | None = None
 
     def get(self, source: ControlNetSource) -> ControlNetPipeline:
         assert source.base is not None  # resolve_sources settles it
-        if self.pipe is not None and self.base == source.base:
+        if self.pipe is not None and self.base == (source.base, source.vae):
             logger.info("Swapping in ControlNet %s", source.controlnet_dir)
             return swap_controlnet(self.pipe, source.controlnet_dir)
         self.release()
@@ -117,9 +117,9 @@ class _PipelineCache:
             "Loading %s on base %s (%s, %s)", source.name, source.base, self.device, self.dtypes.as_dict()
         )
         self.pipe = load_pipeline(
-            source.base, source.controlnet_dir, self.device, self.dtypes, speed=self.speed
+            source.base, source.controlnet_dir, self.device, self.dtypes, speed=self.speed, vae=source.vae
         )
-        self.base = source.base
+        self.base = (source.base, source.vae)
         return self.pipe
 
     def release(self) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
+from train.run_layout import CONFIG_FILE, CONTROLNET_DIR, EMA_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ControlNetSource:
     ``name`` is what output folders and grid columns are called; ``base`` is None when no
     ``skinforge.yaml`` says (the caller must then supply one); ``step`` is None for final weights.
     ``base_controlnet`` is the ControlNet training started from (``model.controlnet``), None when the
-    run copied the UNet or no skinforge.yaml says.
+    run copied the UNet or no skinforge.yaml says; ``vae`` is the run's ``model.vae`` (None: the base's).
     """
 
     name: str
@@ -42,6 +42,7 @@ class ControlNetSource:
     base: str | None
     step: int | None
     base_controlnet: str | None = None
+    vae: str | None = None
 
 
 def _is_controlnet_folder(folder: Path) -> bool:
@@ -120,16 +121,17 @@ def resolve_checkpoint(path: str | Path) -> ControlNetSource:
         controlnet_dir, owner = folder / CONTROLNET_DIR, folder
     elif _is_controlnet_folder(folder):
         controlnet_dir = folder
-        owner = folder.parent if folder.name == CONTROLNET_DIR else folder
+        owner = folder.parent if folder.name in (CONTROLNET_DIR, EMA_DIR) else folder
     else:
         raise _not_a_checkpoint(folder, _missing_reason(folder))
     folders = [owner, controlnet_dir]
     source = ControlNetSource(
-        owner.name,
+        owner.name + ("-ema" if controlnet_dir.name == EMA_DIR else ""),
         controlnet_dir,
         _find_model_field(folders, "base"),
         _step_of(owner.name),
         _find_model_field(folders, "controlnet"),
+        _find_model_field(folders, "vae"),
     )
     logger.debug("resolved %s -> %s", path, source)
     return source

@@ -97,3 +97,31 @@ def test_a_saver_that_cannot_run_here_stops_setup(
     with pytest.raises(SaverUnavailable, match=message):
         set_up_trainer([*tiny_overrides, switch])
     reset_accelerator()
+
+
+def test_the_runs_vae_and_ema_reach_inference(
+    tiny_overrides: list[str], tiny_sdxl_dir: Path, tmp_path: Path
+) -> None:
+    """An fp16-safe VAE given as model.vae encodes the cache and decodes inference images; the EMA
+    folder of a checkpoint is a checkpoint of its own for `python -m inference`."""
+    from diffusers import AutoencoderKL
+
+    from inference.checkpoints import resolve_checkpoint
+    from inference.pipeline import load_pipeline
+
+    vae = AutoencoderKL.from_pretrained(tiny_sdxl_dir, subfolder="vae")
+    with torch.no_grad():
+        for param in vae.parameters():
+            param.add_(0.01)
+    vae.save_pretrained(tmp_path / "my_vae")
+    run = Path(tiny_overrides[3].split("=", 1)[1])
+    run_training(
+        [*tiny_overrides, "train.max_steps=1", "ema.enabled=true", f"model.vae={tmp_path / 'my_vae'}"]
+    )
+
+    source = resolve_checkpoint(run / "checkpoint-1" / "controlnet_ema")
+    assert (source.name, source.step, source.vae) == ("checkpoint-1-ema", 1, str(tmp_path / "my_vae"))
+    pipe = load_pipeline(source.base, source.controlnet_dir, vae=source.vae)
+    loaded = pipe.denoiser.vae.state_dict()
+    for name, value in vae.state_dict().items():
+        assert torch.equal(loaded[name], value), name

@@ -12,8 +12,9 @@ from diffusers import ControlNetModel
 from diffusers.training_utils import EMAModel
 
 from train.config import EmaConfig
+from train.run_layout import EMA_DIR
 
-EMA_DIR = "controlnet_ema"
+__all__ = ["EMA_DIR", "ControlNetEma"]
 
 
 class ControlNetEma:
