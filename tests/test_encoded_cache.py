@@ -113,3 +113,23 @@ def test_bucketed_training_keeps_each_batch_in_one_bucket_with_its_time_ids(
     run = Path(trainer.config.train.output_dir)
     assert (run / "controlnet").is_dir()
     assert (run / "validation" / "step-000002.png").is_file()
+
+
+def test_an_image_replaced_in_place_is_encoded_again(
+    tiny_overrides: list[str], fill_jsonl: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(fill_jsonl.parent, data)
+    base = [o for o in tiny_overrides if not o.startswith("data.train_jsonl=")]
+    overrides = [*base, f"data.train_jsonl={data / 'train.jsonl'}", f"cache.dir={tmp_path / 'cache'}"]
+    first = set_up_trainer(overrides)
+    reset_accelerator()
+    image = data / first.loader.dataset.records[0].image
+    other = data / first.loader.dataset.records[1].image
+    shutil.copyfile(other, image)  # same file name, new content; train.jsonl untouched
+    second = set_up_trainer(overrides)
+    reset_accelerator()
+    assert second.loader.dataset.cache.folder != first.loader.dataset.cache.folder
+    assert torch.equal(second.loader.dataset.cache[0]["latents"], second.loader.dataset.cache[1]["latents"])

@@ -71,6 +71,15 @@ def encoder_identity(cfg: ModelConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def _images_digest(root: Path, records: Sequence[Record]) -> str:
+    digest = hashlib.sha256()
+    for record in records:
+        path = resolve_path(root, record.image)
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class CacheSpec:
     """Everything the cached tensors depend on; its hash names the cache folder."""
@@ -80,6 +89,8 @@ class CacheSpec:
     jsonl_bytes: int
     jsonl_mtime_ns: int
     num_records: int
+    images: str
+    """Digest of every target image's path, size and mtime: an image replaced in place re-encodes."""
     resolution: int
     buckets: tuple[Size, ...]
     """The canvases samples are fitted into; one square for unbucketed training."""
@@ -88,7 +99,7 @@ class CacheSpec:
 
     @classmethod
     def create(
-        cls, model: ModelConfig, data: DataConfig, jsonl: Path, num_records: int, dtype: torch.dtype
+        cls, model: ModelConfig, data: DataConfig, jsonl: Path, records: Sequence[Record], dtype: torch.dtype
     ) -> CacheSpec:
         stat = jsonl.stat()
         if data.buckets:
@@ -100,7 +111,8 @@ class CacheSpec:
             str(jsonl.resolve()),
             stat.st_size,
             stat.st_mtime_ns,
-            num_records,
+            len(records),
+            _images_digest(jsonl.parent, records),
             data.resolution,
             buckets,
             str(dtype).removeprefix("torch."),

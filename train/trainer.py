@@ -154,7 +154,7 @@ class ControlNetTrainer:
         return build_encoded_cache(
             records,
             jsonl.parent,
-            CacheSpec.create(cfg.model, cfg.data, jsonl, len(records), self.weight_dtype),
+            CacheSpec.create(cfg.model, cfg.data, jsonl, records, self.weight_dtype),
             load_encoders,
             self.accelerator,
             Path(cfg.cache.dir) if cfg.cache.dir else default_cache_root(),
