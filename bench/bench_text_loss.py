@@ -140,6 +140,10 @@ def main() -> None:
             Row("plain (diffusion loss only)", []),
             Row("one_step text loss", [*text, "text_loss.estimate=one_step"]),
             Row(
+                "one_step, vae_decode=crops",
+                [*text, "text_loss.estimate=one_step", "text_loss.vae_decode=crops"],
+            ),
+            Row(
                 f"unroll K={args.unroll_steps} text loss",
                 [*text, "text_loss.estimate=unroll", f"text_loss.unroll_steps={args.unroll_steps}"],
             ),
