@@ -47,6 +47,8 @@ def test_batches_come_from_one_bucket_and_change_with_the_epoch() -> None:
     assert all(len({buckets[i] for i in batch}) == 1 for batch in first)
     assert len({i for batch in first for i in batch}) == 16, "an index was drawn twice"
     assert list(sampler) == first, "same epoch, same order"
+    assert sampler.never_drawn() == 0
+    assert BucketBatchSampler(buckets, batch_size=6, seed=0).never_drawn() == 5, "the 5 square records"
     sampler.set_epoch(1)
     assert list(sampler) != first
 

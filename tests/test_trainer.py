@@ -179,7 +179,12 @@ def test_validation_grids_are_saved_and_logged(tiny_overrides: list[str], fill_j
     assert grids == ["step-000002.png", "step-000003.png"]
     with Image.open(run / "validation" / grids[0]) as grid:
         assert grid.width > 2 * 64 and grid.height > 2 * 64
-    assert list((run / "logs").rglob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (run / "logs").rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events.parent), size_guidance={"images": 0})
+    accumulator.Reload()
+    assert [e.step for e in accumulator.Images("validation")] == [2, 3], "grids not in TensorBoard"
 
 
 def test_fp16_on_cpu_is_refused_with_a_clear_message(tiny_overrides: list[str]) -> None:

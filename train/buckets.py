@@ -51,6 +51,10 @@ class BucketBatchSampler(Sampler[list[int]]):
             groups[tuple(bucket)].append(index)
         self.groups = [np.asarray(groups[key]) for key in sorted(groups)]
 
+    def never_drawn(self) -> int:
+        """Records in buckets smaller than one batch: no epoch ever draws them."""
+        return sum(len(g) for g in self.groups if len(g) < self.batch_size)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

@@ -193,6 +193,13 @@ class ControlNetTrainer:
         self.batch_sampler = BucketBatchSampler(
             [dataset.cache.bucket(i) for i in range(len(dataset))], t.batch_size, t.seed, num_replicas=n
         )
+        if self.batch_sampler.never_drawn():
+            logger.warning(
+                "%d records sit in buckets with fewer than train.batch_size=%d records and are never "
+                "trained on (widen data.bucket_step or lower the batch size)",
+                self.batch_sampler.never_drawn(),
+                t.batch_size,
+            )
         if len(self.batch_sampler) == 0:
             raise ValueError(
                 f"data: {len(dataset)} records cannot give each of {n} process(es) one batch of "
