@@ -133,3 +133,19 @@ def test_an_image_replaced_in_place_is_encoded_again(
     reset_accelerator()
     assert second.loader.dataset.cache.folder != first.loader.dataset.cache.folder
     assert torch.equal(second.loader.dataset.cache[0]["latents"], second.loader.dataset.cache[1]["latents"])
+
+
+def test_worker_processes_read_the_same_batches_as_the_main_process(
+    tiny_overrides: list[str], bucket_jsonl: Path
+) -> None:
+    """The cache and the bucket sampler cross into DataLoader workers (file handles reopen there)."""
+    base = [o for o in tiny_overrides if not o.startswith("data.train_jsonl=")]
+    overrides = [*base, f"data.train_jsonl={bucket_jsonl}", "data.buckets=true", "data.bucket_step=16"]
+    batches = {}
+    for workers in (0, 2):
+        trainer = set_up_trainer([*overrides, f"data.num_workers={workers}"])
+        reset_accelerator()
+        trainer.batch_sampler.set_epoch(3)
+        batches[workers] = [(b["index"].tolist(), b["latents"]) for b in trainer.loader]
+    assert [i for i, _ in batches[0]] == [i for i, _ in batches[2]]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(batches[0], batches[2], strict=True))
