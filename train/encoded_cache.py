@@ -255,6 +255,8 @@ def build_encoded_cache(
             {"prompt_embeds": embeds[0].to(dtype).cpu(), "pooled_embeds": pooled[0].to(dtype).cpu()},
         )
     del encoders
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the VAE and text encoders are not needed again: give their memory back
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_json(folder / COMPLETE_MARKER, {"spec": asdict(spec), "world_size": world})
