@@ -125,3 +125,30 @@ def test_the_runs_vae_and_ema_reach_inference(
     loaded = pipe.denoiser.vae.state_dict()
     for name, value in vae.state_dict().items():
         assert torch.equal(loaded[name], value), name
+
+
+def test_the_average_stays_fp32_when_the_weights_are_bf16(tiny_sdxl_dir: Path) -> None:
+    """As under DeepSpeed bf16, late in training: a step of a ~0.999 decay near 1.0 is below bf16's
+    resolution (2^-7 there), so an average kept in bf16 would never move."""
+    from accelerate import Accelerator
+    from diffusers import UNet2DConditionModel
+
+    from train.config import EmaConfig
+    from train.ema import ControlNetEma
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sdxl_dir, subfolder="unet")
+    controlnet = ControlNetModel.from_unet(unet).to(torch.bfloat16)
+    name = "controlnet_mid_block.weight"
+    weight = dict(controlnet.named_parameters())[name]
+    with torch.no_grad():
+        weight.fill_(1.0)
+    ema = ControlNetEma(EmaConfig(enabled=True, warmup=False), controlnet, Accelerator(cpu=True))
+    reset_accelerator()
+    ema.ema.optimization_step = 10_000  # decay (1 + n) / (10 + n) = 0.9991
+    with torch.no_grad():
+        weight.fill_(2.0)
+    for step in range(10):
+        ema.update(step, controlnet)
+    averaged = ema.averaged_controlnet(controlnet).state_dict()[name]
+    assert averaged.dtype == torch.float32
+    assert torch.all(averaged > 1.005) and torch.all(averaged < 1.02), "the average did not follow"

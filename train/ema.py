@@ -23,8 +23,14 @@ class ControlNetEma:
     def __init__(self, cfg: EmaConfig, controlnet: ControlNetModel, accelerator: Accelerator) -> None:
         self.cfg = cfg
         self.device = torch.device("cpu") if cfg.offload_to_cpu else accelerator.device
+        # The average is kept in fp32 whatever the training weights are (bf16 under DeepSpeed): a
+        # 1e-4 step of a 0.9999 decay is below bf16's resolution, so a bf16 average would never move.
+        start = [
+            torch.nn.Parameter(p.detach().to(self.device, torch.float32, copy=True))
+            for p in controlnet.parameters()
+        ]
         self.ema = EMAModel(
-            self._tracked(controlnet),
+            start,
             decay=cfg.decay,
             use_ema_warmup=cfg.warmup,
             power=cfg.power,
@@ -35,16 +41,12 @@ class ControlNetEma:
         accelerator.register_for_checkpointing(self.ema)
 
     def _tracked(self, controlnet: ControlNetModel) -> list[torch.nn.Parameter]:
-        """The parameters, or their CPU copies with offloading (EMAModel averages only parameters that
-        require grad, so the copies keep that flag)."""
-        params = [p for p in controlnet.parameters() if p.requires_grad]
+        """The parameters (any dtype: the update promotes to the fp32 average), or their CPU copies with
+        offloading (EMAModel averages only parameters that require grad, so the copies keep that flag)."""
+        params = list(controlnet.parameters())
         if self.device.type == params[0].device.type:
             return params
         return [torch.nn.Parameter(p.detach().to(self.device)) for p in params]
-
-    @property
-    def decay(self) -> float:
-        return float(self.ema.cur_decay_value or 0.0)
 
     @torch.no_grad()
     def update(self, step: int, controlnet: ControlNetModel) -> None:
