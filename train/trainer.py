@@ -126,7 +126,8 @@ class ControlNetTrainer:
         unet = load_unet(cfg.model)
         self.controlnet: ControlNetModel = build_controlnet(cfg.model, unet)  # fp32 copy, on the CPU
         # moved and cast in one go: an fp32 SDXL UNet on the GPU would cost 10 GB for nothing
-        self.unet: UNet2DConditionModel = unet.to(self.accelerator.device, dtype=self.weight_dtype)
+        cast = {} if self.weight_dtype == torch.float32 else {"dtype": self.weight_dtype}
+        self.unet: UNet2DConditionModel = unet.to(self.accelerator.device, **cast)
         self.text_supervision = (
             self._make_text_supervision(load_vae(cfg.model)) if cfg.text_loss.enabled else None
         )
