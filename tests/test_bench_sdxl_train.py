@@ -1,13 +1,16 @@
-"""The full-size GPU training benchmark: its code path runs on CPU with the tiny model (--smoke), and
-one real 512² row runs where a GPU is present."""
+"""The full-size GPU training benchmark (bench/bench_sdxl_train_gpu.py): its code path runs on CPU with
+the tiny model (--smoke), its batch search and peak table are checked offline, and one real 512² row
+runs where a GPU is present."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -16,37 +19,97 @@ ROOT = Path(__file__).parent.parent
 SCRIPT = ROOT / "bench" / "bench_sdxl_train_gpu.py"
 
 
-@pytest.mark.slow
-def test_smoke_run_measures_the_cpu_rows_and_skips_the_cuda_ones(tmp_path: Path) -> None:
-    out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+def _bench() -> ModuleType:
+    """The script as a module (registered first: its dataclasses look their module up)."""
+    if "bench_sdxl_train_gpu" in sys.modules:
+        return sys.modules["bench_sdxl_train_gpu"]
+    spec = importlib.util.spec_from_file_location("bench_sdxl_train_gpu", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
+
+
+def _table_rows(stdout: str) -> dict[str, list[str]]:
+    """The markdown rows of the printed table by their 'savers' cell."""
+    rows = [line.strip("|").split("|") for line in stdout.splitlines() if line.startswith("| ")]
+    return {cells[1].strip(): [c.strip() for c in cells] for cells in rows[1:]}
+
+
+@pytest.mark.slow  # ~25 s on two shared cores: two child interpreters that import diffusers
+def test_smoke_run_measures_the_cpu_rows_and_skips_the_cuda_ones(tiny_sdxl_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    proc = _run("--smoke", "--smoke-model", str(tiny_sdxl_dir), "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["spec"]["combo"]: r for r in json.loads(out.read_text())}
-    assert rows["savers off"]["status"] == rows["checkpointing"]["status"] == "ok"
-    assert math.isfinite(rows["savers off"]["s_per_step"]) and rows["savers off"]["s_per_step"] > 0
+    rows = {r["spec"]["combo"]: r for r in json.loads(out.read_text())["rows"]}
+    for combo in ("savers off", "checkpointing both"):
+        assert rows[combo]["status"] == "ok", rows[combo]
+        assert math.isfinite(rows[combo]["s_per_step"]) and rows[combo]["s_per_step"] > 0
     assert rows["savers off"]["flops_per_step"] > 1e8, "FLOPs of one tiny step were not counted"
-    assert rows["all savers"]["status"] == "skipped: needs CUDA"
-    assert "| 64² | checkpointing | 1 | ok |" in proc.stdout
+    table = _table_rows(proc.stdout)
+    assert set(table) == {"savers off", "checkpointing both", "checkpointing + 8-bit AdamW", "all savers"}
+    for combo in ("savers off", "checkpointing both"):
+        resolution, _, batch, status, alloc, reserved, s_per_step, images, tflop, mfu = table[combo]
+        assert (resolution, batch, status) == ("64²", "1", "ok")
+        assert (alloc, reserved, mfu) == ("n/a", "n/a", "n/a")  # no GPU memory, no bf16 peak on a CPU
+        assert math.isfinite(float(s_per_step)) and float(images) > 0
+        assert float(tflop) > 0  # the savers-off count applies to every row at that resolution
+    assert table["checkpointing + 8-bit AdamW"][3] == "skipped: needs CUDA"
+    assert table["all savers"][3] == "skipped: needs CUDA"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_without_cuda_and_without_smoke_it_exits_with_the_reason() -> None:
+    proc = _run("--resolutions", "512", timeout=120)
+    assert proc.returncode != 0
+    assert "no CUDA device" in proc.stderr and "--smoke" in proc.stderr
+
+
+def test_largest_batch_doubles_then_bisects(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = _bench()
+    probed: list[int] = []
+
+    def fake(spec: object, timeout: float) -> object:
+        probed.append(spec.batch)  # type: ignore[attr-defined]
+        fits = spec.batch <= 11  # type: ignore[attr-defined]
+        return bench.Result(spec, "ok" if fits else "OOM", s_per_step=1.0)
+
+    monkeypatch.setattr(bench, "in_subprocess", fake)
+    best = bench.largest_batch(bench.Spec("savers off", 1024, 1), timeout=1.0)
+    assert best.spec.batch == 11
+    assert probed == [1, 2, 4, 8, 16, 12, 10, 11]
+
+
+def test_peak_table_reads_the_device_names() -> None:
+    bench = _bench()
+    assert bench.peak_tflops("NVIDIA H100 80GB HBM3", None) == 989.0
+    assert bench.peak_tflops("NVIDIA H100 PCIe", None) == 756.0
+    assert bench.peak_tflops("NVIDIA H200", None) == 989.0
+    assert bench.peak_tflops("NVIDIA A100-SXM4-80GB", None) == 312.0
+    assert bench.peak_tflops("NVIDIA GeForce RTX 4090", None) == 165.0
+    assert bench.peak_tflops("Some GPU", None) is None
+    assert bench.peak_tflops("NVIDIA H100 PCIe", 500.0) == 500.0
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_one_full_size_row_on_the_gpu(tmp_path: Path) -> None:
-    spec = {"combo": "checkpointing", "resolution": 512, "batch": 1, "steps": 2, "warmup": 1}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--one", json.dumps(spec)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    out = tmp_path / "rows.json"
+    proc = _run(
+        "--resolutions", "512", "--combos", "savers off", "--steps", "2", "--warmup", "1", "--json", str(out),
         timeout=900,
-    )
-    result = json.loads(proc.stdout.splitlines()[-1].removeprefix("RESULT "))
-    assert result["status"] in ("ok", "OOM"), proc.stderr[-3000:]
-    if result["status"] == "ok":
-        assert 0 < result["peak_allocated_gib"] < 80
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["status"] in ("ok", "OOM"), proc.stderr[-3000:]  # OOM: a card under ~32 GB
+    if row["status"] == "ok":
+        assert 0 < row["peak_allocated_gib"] <= row["peak_reserved_gib"] < 200
+        assert row["flops_per_step"] > 1e12 and math.isfinite(row["s_per_step"])
+        assert "| 512² | savers off | 1 | ok |" in proc.stdout
