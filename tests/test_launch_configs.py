@@ -53,7 +53,20 @@ def test_deepspeed_config_is_zero2_with_auto_values_from_the_recipe() -> None:
     assert ds["zero_optimization"]["stage"] == 2
     for key in ("gradient_accumulation_steps", "train_micro_batch_size_per_gpu", "train_batch_size"):
         assert ds[key] == "auto", f"{key} must come from the recipe"
-    assert ds["gradient_clipping"] == 1.0, "must equal train.max_grad_norm of the shipped recipes"
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_deepspeed_clipping_matches_every_recipe(recipe: Path) -> None:
+    """The trainer refuses a DeepSpeed run whose json clips at another value than the recipe."""
+    from train.config import load_config
+    from train.distributed import deepspeed_clipping_problem
+
+    ds = json.loads((ROOT / "launch/deepspeed/zero2.json").read_text())
+    max_grad_norm = load_config(recipe, check_paths=False).train.max_grad_norm
+    assert deepspeed_clipping_problem(ds, max_grad_norm) is None
+    problem = deepspeed_clipping_problem(ds, max_grad_norm + 0.5)
+    assert problem is not None and "gradient_clipping" in problem and "train.max_grad_norm" in problem
+    assert deepspeed_clipping_problem({**ds, "gradient_clipping": "auto"}, 1.0) is not None
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -123,13 +136,17 @@ def test_deepspeed_multinode_launch_takes_the_recipe_values(monkeypatch: pytest.
 @pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs"
 )
-def test_two_gpu_fsdp_launch_writes_sharded_state_and_a_whole_controlnet(
-    tiny_overrides: list[str], tmp_path: Path
+def test_two_gpu_fsdp_launch_writes_sharded_state_a_whole_controlnet_and_validates(
+    tiny_overrides: list[str], fill_jsonl: Path, tmp_path: Path
 ) -> None:
     """fsdp_8gpu.yaml on 2 GPUs, 2 steps: the checkpoint holds the DCP shards (SHARDED_STATE_DICT) and
-    the gathered diffusers ControlNet. (tests/test_launch.py also resumes, and covers DeepSpeed.)"""
+    the gathered diffusers ControlNet, and validation (gathered on every rank, generated on the main
+    one) does not hang. (tests/test_launch.py also resumes, and covers DeepSpeed.)"""
     run = tmp_path / "run"  # train.output_dir in tiny_overrides
+    condition = fill_jsonl.parent / "conditioning_images/00000.png"
     overrides = [*tiny_overrides, "train.max_steps=2", "checkpoint.every_n_steps=2"]
+    overrides += ["validation.every_n_steps=2", "validation.num_inference_steps=2"]
+    overrides += ["validation.prompts=[red circle]", f"validation.conditioning_images=[{condition}]"]
     command = [
         str(Path(sys.executable).with_name("accelerate")),
         "launch",
@@ -150,3 +167,4 @@ def test_two_gpu_fsdp_launch_writes_sharded_state_and_a_whole_controlnet(
     checkpoint = run / "checkpoint-2"
     assert (checkpoint / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
     assert (checkpoint / "pytorch_model_fsdp_0" / ".metadata").is_file(), "not a sharded checkpoint"
+    assert (run / "validation" / "step-000002.png").is_file()

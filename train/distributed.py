@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,18 @@ def check_one_job(accelerator: Accelerator) -> None:
             "ACCELERATE_USE_CPU=true and launch with --multi_gpu (see launch/accelerate/cpu_2proc.yaml); "
             "on GPUs, check that CUDA is visible to every process."
         )
+
+
+def deepspeed_clipping_problem(deepspeed_config: dict[str, Any], max_grad_norm: float) -> str | None:
+    """Under DeepSpeed the json's "gradient_clipping" clips, and train.max_grad_norm is not used (accelerate's
+    clip_grad_norm_ does nothing there): a run must not silently clip at another value than its recipe's."""
+    clipping = deepspeed_config.get("gradient_clipping", 0.0)
+    if clipping == "auto" or float(clipping) != max_grad_norm:
+        return (
+            f'the DeepSpeed config has "gradient_clipping": {clipping!r} but train.max_grad_norm is '
+            f"{max_grad_norm}: DeepSpeed clips with its own value, so set them equal (0 turns clipping off)"
+        )
+    return None
 
 
 def step_generator(seed: int, rank: int, micro_step: int) -> torch.Generator:

@@ -28,7 +28,7 @@ from train.checkpointing import (
 )
 from train.config import SkinforgeConfig
 from train.controlnet_dataset import ControlNetTrainDataset, collate_samples
-from train.distributed import check_one_job
+from train.distributed import check_one_job, deepspeed_clipping_problem
 from train.ema import EMA_DIR, ControlNetEma
 from train.encoded_cache import (
     CacheSpec,
@@ -78,6 +78,10 @@ class ControlNetTrainer:
         self.accelerator = self._make_accelerator()
         configure_logging(cfg.log.level, self.accelerator.process_index)
         check_one_job(self.accelerator)
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            ds_config = self.accelerator.state.deepspeed_plugin.deepspeed_config
+            if problem := deepspeed_clipping_problem(ds_config, cfg.train.max_grad_norm):
+                raise ValueError(problem)
         if cfg.train.mixed_precision == "fp16" and self.accelerator.device.type == "cpu":
             raise ValueError(
                 "train.mixed_precision=fp16 needs a CUDA device (CPU autocast has no fp16); use bf16"
@@ -347,8 +351,9 @@ class ControlNetTrainer:
                 cfg.checkpoint.total_limit,
             )
         if self.validator is not None and self.validator.due(step, cfg.train.max_steps):
-            if self.accelerator.is_main_process:
-                controlnet = self.accelerator.unwrap_model(self.controlnet)
+            # On every rank: under FSDP the main process alone cannot run the sharded ControlNet.
+            controlnet = full_controlnet(self.accelerator, self.controlnet)
+            if controlnet is not None:
                 scores = self.validator.run(step, controlnet, self.unet, self.accelerator)
                 if scores:
                     self.accelerator.log(scores, step=step)
