@@ -198,15 +198,16 @@ class Metrics:
 # ------------------------------------------------------------------------------------------ fixtures
 
 
-def build_fixtures(work: Path) -> tuple[Path, Path, Path]:
+def build_fixtures(work: Path, vae_size: str = "test") -> tuple[Path, Path, Path]:
     """Tiny SDXL, the fill dataset (our jsonl) and the same records as a parquet folder for the reference.
 
-    Built in this process, before any timed run, so neither trainer pays for them.
+    Built in this process, before any timed run, so neither trainer pays for them. The "test" VAE is the
+    one of the tiny SDXL the issue's reference numbers come from (see `train.tiny_sdxl.VAE_SIZES`).
     """
     from data.fill import build_fill
     from train.tiny_sdxl import build_tiny_sdxl
 
-    model = build_tiny_sdxl(work / "tiny-sdxl")
+    model = build_tiny_sdxl(work / "tiny-sdxl", vae_size=vae_size)
     jsonl = build_fill(work / "fill", n=NUM_SAMPLES, resolution=RESOLUTION, seed=0)
     return model, jsonl, write_reference_dataset(jsonl, work / "fill-parquet")
 
@@ -594,6 +595,14 @@ def render(ours: dict[str, Metrics], ref: Metrics | None, title: str, markdown: 
 # --------------------------------------------------------------------------------------------- main
 
 
+TINY_VAE_OPTION = {
+    "choices": ("test", "small"),
+    "default": "test",
+    "help": "VAE of the tiny SDXL: 'test' (default) is the issue's fixture, ~13 MB, its encoder ~30%% of a "
+    "reference step; 'small' is the project's default tiny VAE (re-encoding then ~6%% of a step)",
+}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -615,6 +624,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run (default 30)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per trainer; the table shows medians")
+    parser.add_argument("--tiny-vae", **TINY_VAE_OPTION)
     parser.add_argument("--work-dir", type=Path, help="fixtures and runs (default: a fresh temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep --work-dir (always kept if given)")
     parser.add_argument("--json", type=Path, help="also write every run's metrics here")
@@ -662,7 +672,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     (work / "runs").mkdir(parents=True, exist_ok=True)
     if any((work / "runs").iterdir()):
         raise SystemExit(f"{work / 'runs'} is not empty; use a fresh --work-dir")
-    model, jsonl, parquet_dir = build_fixtures(work)
+    model, jsonl, parquet_dir = build_fixtures(work, args.tiny_vae)
     instrumentation = work / "instrumentation"
     instrumentation.mkdir(exist_ok=True)
     (instrumentation / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
@@ -686,7 +696,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps({k: [asdict(m) for m in v] for k, v in results.items()}, indent=2))
     ref = median_metrics(results["reference"]) if "reference" in results else None
     title = (
-        f"{args.steps} steps, {RESOLUTION}px, batch {BATCH}, fp32, {THREADS} threads, {args.repeats} run(s)"
+        f"{args.steps} steps, {RESOLUTION}px, batch {BATCH}, fp32, {THREADS} threads, {args.repeats} run(s), "
+        f"{args.tiny_vae} tiny VAE"
     )
     if args.ours_override:
         title += f"; ours with {' '.join(args.ours_override)}"

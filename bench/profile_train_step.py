@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench_train_step import (
+    TINY_VAE_OPTION,
     WARMUP_STEPS,
     Trainer,
     build_fixtures,
@@ -174,6 +175,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="runs per trainer; per-phase medians")
     parser.add_argument("--work-dir", type=Path, help="default: a temp dir, removed afterwards")
     parser.add_argument("--max-busy", type=float, default=0.15, help="wait until the CPUs are this idle")
+    parser.add_argument("--tiny-vae", **TINY_VAE_OPTION)
     return parser.parse_args(argv)
 
 
@@ -182,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     work = (args.work_dir or Path(tempfile.mkdtemp(prefix="profile-train-step-"))).absolute()
     try:
-        model, jsonl, parquet_dir = build_fixtures(work)
+        model, jsonl, parquet_dir = build_fixtures(work, args.tiny_vae)
         preload = work / "profile-preload"
         preload.mkdir(parents=True, exist_ok=True)
         (preload / "sitecustomize.py").write_text(PROFILE_SITECUSTOMIZE, encoding="utf-8")

@@ -24,6 +24,7 @@ from pathlib import Path
 from data import canny, caption, compose_builder, glyph, resize, skins_builder
 from data.builder_cli import non_negative_int as _non_negative_int
 from data.builder_cli import positive_int as _positive_int
+from data.process_exit import exit_without_teardown
 from data.records import format_problems
 
 logger = logging.getLogger("data")
@@ -158,4 +159,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_without_teardown(main())

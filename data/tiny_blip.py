@@ -29,6 +29,8 @@ from transformers import (
     BlipProcessor,
 )
 
+from data.process_exit import exit_without_teardown
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["IMAGE_SIZE", "build_tiny_blip", "tiny_blip_vocab"]
@@ -127,4 +129,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_without_teardown(main())

@@ -14,6 +14,7 @@ from pathlib import Path
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
+from data.process_exit import exit_without_teardown
 from data.records import DatasetError
 from inference.batch import run_batch_inference
 from inference.evaluate import MetricSettings
@@ -209,4 +210,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())

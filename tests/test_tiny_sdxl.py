@@ -185,3 +185,19 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (tmp_path / "sdxl" / "model_index.json").is_file()
     assert (tmp_path / "cn" / "config.json").is_file()
     assert build_tiny_controlnet(tmp_path / "sdxl", tmp_path / "cn") == (tmp_path / "cn").absolute()
+
+
+def test_test_size_vae_is_the_issues_13_mb_fixture_and_encodes_8x(tmp_path: Path) -> None:
+    """`--vae-size test`: the tiny SDXL of issue 2's reference numbers (~13 MB, diffusers' test VAE widths
+    over 4 blocks); the rest of the folder is the default build's."""
+    main([str(tmp_path / "sdxl"), "--vae-size", "test"])
+    assert 12.5 * 2**20 < _dir_size(tmp_path / "sdxl") < 14 * 2**20
+    vae = AutoencoderKL.from_pretrained(tmp_path / "sdxl", subfolder="vae")
+    assert tuple(vae.config.block_out_channels) == (32, 64, 64, 64)
+    with torch.no_grad():
+        latents = vae.encode(torch.zeros(1, 3, 64, 96)).latent_dist.mode()
+    assert latents.shape == (1, 4, 8, 12)
+    default = build_tiny_sdxl(tmp_path / "small")
+    assert load_file(tmp_path / "sdxl" / UNET_WEIGHTS).keys() == load_file(default / UNET_WEIGHTS).keys()
+    with pytest.raises(ValueError, match="vae_size='huge'"):
+        build_tiny_sdxl(tmp_path / "other", vae_size="huge")

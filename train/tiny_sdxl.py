@@ -6,7 +6,7 @@ keeps SDXL's shapes contract (two CLIP text encoders whose hidden states concate
 UNet's cross-attention width, "text_time" added conditioning, an 8x VAE, an SDXL-style
 scheduler config) but is small enough to build in seconds on two CPU cores.
 
-CLI: ``python -m train.tiny_sdxl OUT_DIR [--seed N] [--overwrite] [--controlnet CN_OUT_DIR]``
+CLI: ``python -m train.tiny_sdxl OUT_DIR [--seed N] [--overwrite] [--controlnet CN_OUT_DIR] [--vae-size S]``
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from data.process_exit import exit_without_teardown
 
 logger = logging.getLogger(__name__)
 
@@ -205,17 +207,27 @@ def _unet_config() -> dict[str, Any]:
     }
 
 
-def _vae() -> AutoencoderKL:
+VAE_SIZES: dict[str, dict[str, Any]] = {
+    "small": {"block_out_channels": (8, 16, 16, 16), "norm_num_groups": 4},
+    "test": {"block_out_channels": (32, 64, 64, 64), "norm_num_groups": 32},
+}
+"""Tiny VAE widths. "small" (0.08 M parameters, the default) keeps tests, the demo and the text loss's
+decode cheap. "test" (1.25 M) is diffusers' SDXL test VAE (32, 64) widened to 4 blocks: with it the folder
+is ~13 MB and its encoder ~30 % of a reference training step, the tiny SDXL issue 2's reference numbers
+were measured on (bench/bench_train_step.py uses it). At SDXL size the VAE encoder (fp32 in diffusers'
+script) is a large share of a step too; the small VAE would make re-encoding look almost free."""
+
+
+def _vae(size: str) -> AutoencoderKL:
     """4 blocks so the VAE downsamples 8x like SDXL's (ControlNet's conditioning embedder assumes 8x)."""
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
         layers_per_block=1,
         latent_channels=4,
-        norm_num_groups=4,
+        **VAE_SIZES[size],
         sample_size=128,
         scaling_factor=0.13025,
         force_upcast=True,
@@ -245,12 +257,12 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _pipeline(seed: int) -> StableDiffusionXLPipeline:
+def _pipeline(seed: int, vae_size: str) -> StableDiffusionXLPipeline:
     vocab, merges = _vocab_and_merges()
     with _seeded(seed):
         unet = UNet2DConditionModel(**_unet_config()).eval()
     with _seeded(seed + 1):
-        vae = _vae()
+        vae = _vae(vae_size)
     with _seeded(seed + 2):
         text_encoder, text_encoder_2 = _text_encoders(vocab)
     return StableDiffusionXLPipeline(
@@ -318,16 +330,20 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
 # --------------------------------------------------------------------------- public API
 
 
-def build_tiny_sdxl(out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
+def build_tiny_sdxl(
+    out_dir: str | Path, seed: int = 0, overwrite: bool = False, vae_size: str = "small"
+) -> Path:
     """Write a tiny random-weight SDXL pipeline folder (diffusers layout, safetensors) to `out_dir`.
 
     If `out_dir` already holds a complete build (model_index.json) and not `overwrite`, it is returned
-    untouched. Same `seed` gives identical weights.
+    untouched. Same `seed` gives identical weights. `vae_size` is a key of `VAE_SIZES`.
     """
+    if vae_size not in VAE_SIZES:
+        raise ValueError(f"vae_size={vae_size!r}: expected one of {sorted(VAE_SIZES)}")
 
     def write(tmp: Path) -> None:
-        logger.info("Building tiny SDXL (seed %d) into %s", seed, out_dir)
-        _pipeline(seed).save_pretrained(tmp, safe_serialization=True)
+        logger.info("Building tiny SDXL (seed %d, %s VAE) into %s", seed, vae_size, out_dir)
+        _pipeline(seed, vae_size).save_pretrained(tmp, safe_serialization=True)
 
     return _write_atomically(Path(out_dir), "model_index.json", overwrite, write)
 
@@ -358,7 +374,7 @@ def build_tiny_controlnet(
     return _write_atomically(Path(out_dir), "config.json", overwrite, write)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m train.tiny_sdxl",
         description="Build a tiny random-weight SDXL (and optionally a ControlNet) for offline tests.",
@@ -369,14 +385,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="rebuild even if OUT_DIR is complete")
     parser.add_argument("--controlnet", type=Path, metavar="CN_OUT_DIR", help="also build a ControlNet here")
+    parser.add_argument(
+        "--vae-size", choices=sorted(VAE_SIZES), default="small", help="VAE widths (default small)"
+    )
     args = parser.parse_args(argv)
-    sdxl_dir = build_tiny_sdxl(args.out_dir, seed=args.seed, overwrite=args.overwrite)
+    sdxl_dir = build_tiny_sdxl(args.out_dir, seed=args.seed, overwrite=args.overwrite, vae_size=args.vae_size)
     logger.info("Tiny SDXL at %s", sdxl_dir)
     if args.controlnet is not None:
         cn_dir = build_tiny_controlnet(sdxl_dir, args.controlnet, seed=args.seed, overwrite=args.overwrite)
         logger.info("Tiny ControlNet at %s", cn_dir)
+    return 0
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main()
+    exit_without_teardown(main())

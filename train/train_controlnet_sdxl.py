@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from data.process_exit import exit_without_teardown
 from train.config import load_config
 from train.config_loader import ConfigError
 from train.trainer import ControlNetTrainer
@@ -40,4 +41,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())
