@@ -167,6 +167,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def cuda_only(combo: str) -> bool:
+    """Whether the row needs CUDA (8-bit AdamW is bitsandbytes' CUDA kernel)."""
+    return COMBOS[combo]["optimizer"] == "adamw_8bit"
+
+
 def measure(spec: Spec) -> Result:
     """Builds everything for `spec` and times `spec.steps` optimizer steps after `spec.warmup`."""
     from accelerate import Accelerator
@@ -182,7 +187,7 @@ def measure(spec: Spec) -> Result:
     for key, value in COMBOS[spec.combo].items():
         setattr(cfg.train, key, value)
     cfg.train.mixed_precision = "no" if device.type == "cpu" else "bf16"
-    if device.type == "cpu" and cfg.train.optimizer == "adamw_8bit":
+    if device.type == "cpu" and cuda_only(spec.combo):
         return Result(spec, status="skipped: needs CUDA")
     if device.type == "cuda" and spec.memory_cap_gib:
         total = torch.cuda.get_device_properties(0).total_memory
@@ -435,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     for resolution in args.resolutions:
         for combo in combos:
             spec = Spec(combo, resolution, 1, count_flops=combo == FLOP_COMBO, **common)
-            if args.smoke and COMBOS[combo]["optimizer"] == "adamw_8bit":
+            if args.smoke and cuda_only(combo):
                 result = Result(spec, status="skipped: needs CUDA")  # what the child says, without its start
             else:
                 result = in_subprocess(spec, args.timeout)
