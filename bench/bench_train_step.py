@@ -219,6 +219,7 @@ def write_reference_dataset(jsonl: Path, out: Path) -> Path:
     reference's `--train_data_dir` path expects; embedded bytes make it self-contained like a hub dataset.
     """
     import datasets
+
     from data.records import read_records, resolve_path
 
     records = read_records(jsonl)

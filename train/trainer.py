@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from data.atomic import atomic_write_text
+from data.host_memory import keep_freed_memory
 from data.records import read_records
 from train.buckets import BucketBatchSampler, bucket_sizes
 from train.checkpointing import (
@@ -88,6 +89,8 @@ class ControlNetTrainer:
             )
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
+        if cfg.train.keep_freed_host_memory and self.accelerator.device.type == "cpu":
+            keep_freed_memory()
         set_seed(cfg.train.seed)
         self.config_yaml = cfg.to_yaml()
         if self.accelerator.is_main_process:

@@ -1,0 +1,47 @@
+"""glibc keeps a CPU step's freed buffers (`data.host_memory`), and the trainer turns that on for CPU runs.
+
+Each case runs `tests/malloc_probe.py` in a fresh process: malloc settings are process-wide, and the
+probe must see the allocator exactly as the trainer (or nothing) left it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
+
+
+def probe(*args: str) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests/malloc_probe.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_freed_buffers_come_back_without_page_faults() -> None:
+    default, kept = probe("default"), probe("keep")
+    # glibc's default trims the freed heap top, so each round faults in a good part of its pages again
+    assert default["faults_per_round"] > 0.25 * default["pages_per_round"], default
+    assert kept["faults_per_round"] < 0.02 * kept["pages_per_round"], kept
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_cpu_trainer_setup_keeps_freed_memory_unless_switched_off(
+    keep: bool, tiny_overrides: list[str]
+) -> None:
+    overrides = [*tiny_overrides, f"train.keep_freed_host_memory={str(keep).lower()}"]
+    seen = probe("trainer", "configs/fill_tiny.yaml", *overrides)
+    share = seen["faults_per_round"] / seen["pages_per_round"]
+    assert share < 0.02 if keep else share > 0.25, seen
