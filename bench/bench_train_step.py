@@ -341,6 +341,8 @@ def our_variants(args: argparse.Namespace, model: Path, jsonl: Path, work: Path)
         variants.append(our_trainer(model, jsonl, args.steps, args.ours_override, "ours, warm cache", shared))
         buckets = [*args.ours_override, "data.buckets=true", "data.bucket_step=64"]
         variants.append(our_trainer(model, jsonl, args.steps, buckets, "ours, warm cache + buckets", shared))
+    for label, overrides in args.variant:
+        variants.append(our_trainer(model, jsonl, args.steps, [*args.ours_override, *overrides], label))
     return variants
 
 
@@ -604,6 +606,14 @@ TINY_VAE_OPTION = {
 }
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """`LABEL:KEY=VALUE KEY=VALUE` -> (label, overrides)."""
+    label, sep, overrides = text.partition(":")
+    if not sep or not label.strip() or not overrides.split():
+        raise argparse.ArgumentTypeError(f"expected 'LABEL:KEY=VALUE [KEY=VALUE ...]', got {text!r}")
+    return label.strip(), overrides.split()
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -622,6 +632,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--warm-cache",
         action="store_true",
         help="also measure ours on a latent cache left by an earlier run, without and with buckets",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=parse_variant,
+        metavar="'LABEL:KEY=VALUE [KEY=VALUE ...]'",
+        help="also measure ours with these overrides, in the same invocation (A/B of a switch, e.g. "
+        "'returns freed memory:train.keep_freed_host_memory=false'; repeatable)",
     )
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run (default 30)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per trainer; the table shows medians")
