@@ -4,7 +4,7 @@ buffers (a builder's images, a CPU training step's activations) stops page-fault
 By default glibc returns a freed multi-megabyte block to the OS (mmap'd blocks, and the top of the heap
 beyond the trim threshold) and the next allocation of that size faults in fresh zeroed pages: kernel
 time on every image or step (measured: ~8 of ~40 ms per 1024² Canny record in `bench/bench_canny.py`;
-~2,000 faults and 5-13 ms of a ~85 ms tiny-SDXL CPU training step in `bench/bench_train_step.py`).
+2,000-3,000 faults and 6-8 ms of kernel CPU time per ~80 ms tiny-SDXL CPU training step).
 Setting both thresholds keeps those blocks in the process's heap; setting both also switches off glibc's
 dynamic adjustment, which is what makes either one alone useless.
 """
