@@ -14,6 +14,7 @@ from pathlib import Path
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
+from data.host_memory import keep_freed_memory
 from data.process_exit import exit_without_teardown
 from data.records import DatasetError
 from inference.batch import run_batch_inference
@@ -98,6 +99,11 @@ def _add_speed_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--vae-slicing", action="store_true", help="decode one image of a batch at a time")
     group.add_argument("--cpu-offload", action="store_true", help="diffusers model CPU offload (GPU only)")
+    group.add_argument(
+        "--return-freed-memory", action="store_true",
+        help="on cpu, leave glibc's default of returning freed buffers to the OS; otherwise they are kept "
+        "for the next denoising step (10x fewer page faults, ~10%% faster on the tiny model)",
+    )  # fmt: skip
 
 
 def _add_metric_args(parser: argparse.ArgumentParser) -> None:
@@ -186,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_loading_bars()
+    if args.device == "cpu" and not args.return_freed_memory:
+        keep_freed_memory()
     try:
         report = run_batch_inference(
             args.checkpoint,

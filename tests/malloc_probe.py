@@ -1,5 +1,6 @@
 """Run by tests/test_host_memory.py in a fresh process: page faults of a training-step-like allocation
-pattern, after `data.host_memory.keep_freed_memory()` or after a trainer's `setup()`, or neither.
+pattern, after `data.host_memory.keep_freed_memory()`, a trainer's `setup()` or a `python -m inference`
+run (its `main`), or after none of them.
 
 The pattern is what a CPU step does to glibc: many multi-megabyte buffers live together, then all are
 freed. By default glibc trims the freed top of the heap and faults every page in again the next round.
@@ -44,6 +45,11 @@ def main() -> None:
 
         config_path, *overrides = rest
         ControlNetTrainer(load_config(config_path, overrides)).setup()
+    elif mode == "inference":
+        from inference.__main__ import main as inference_main
+
+        if inference_main(rest) != 0:
+            raise SystemExit("python -m inference failed")
     elif mode != "default":
         raise SystemExit(f"unknown mode {mode!r}")
     pages = BLOCKS * BLOCK_FLOATS * 4 // resource.getpagesize()

@@ -1,4 +1,5 @@
-"""glibc keeps a CPU step's freed buffers (`data.host_memory`), and the trainer turns that on for CPU runs.
+"""glibc keeps a CPU step's freed buffers (`data.host_memory`); the trainer and `python -m inference` turn
+that on for CPU runs.
 
 Each case runs `tests/malloc_probe.py` in a fresh process: malloc settings are process-wide, and the
 probe must see the allocator exactly as the trainer (or nothing) left it.
@@ -43,5 +44,18 @@ def test_cpu_trainer_setup_keeps_freed_memory_unless_switched_off(
 ) -> None:
     overrides = [*tiny_overrides, f"train.keep_freed_host_memory={str(keep).lower()}"]
     seen = probe("trainer", "configs/fill_tiny.yaml", *overrides)
+    share = seen["faults_per_round"] / seen["pages_per_round"]
+    assert share < 0.02 if keep else share > 0.25, seen
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_cpu_inference_keeps_freed_memory_unless_told_not_to(
+    keep: bool, tiny_sdxl_dir: Path, tiny_controlnet_dir: Path, fill_jsonl: Path, tmp_path: Path
+) -> None:
+    args = ["--checkpoint", str(tiny_controlnet_dir), "--base", str(tiny_sdxl_dir), "--data", str(fill_jsonl)]
+    args += ["--out", str(tmp_path / "out"), "--limit", "1", "--steps", "1", "--resolution", "32"]
+    args += ["--no-metrics", *([] if keep else ["--return-freed-memory"])]
+    seen = probe("inference", *args)
+    assert (tmp_path / "out" / "grid.png").is_file()
     share = seen["faults_per_round"] / seen["pages_per_round"]
     assert share < 0.02 if keep else share > 0.25, seen
