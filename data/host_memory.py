@@ -37,4 +37,6 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and other non-glibc C libraries
         logger.debug("no glibc; malloc thresholds left alone")
         return False
-    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    trim_set = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    mmap_set = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # set even if the first was refused
+    return bool(trim_set and mmap_set)

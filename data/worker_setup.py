@@ -12,7 +12,7 @@ import cv2
 
 from data.host_memory import keep_freed_memory
 
-__all__ = ["init_worker", "keep_freed_memory"]
+__all__ = ["init_worker"]
 
 
 def init_worker() -> None:
