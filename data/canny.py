@@ -34,7 +34,9 @@ SHARED_CONDITION = "shared_condition.png"
 
 @dataclass(frozen=True)
 class CannySettings:
-    """Everything that decides the output; saved as ``canny_params.json``."""
+    """Everything that decides the output; saved as ``canny_params.json``, which is also the dataset's
+    record of how its conditions were made: evaluation scores with the same detector
+    (inference.dataset_edges)."""
 
     low: int = 50
     high: int = 80

@@ -18,9 +18,11 @@ from data.host_memory import keep_freed_memory
 from data.process_exit import exit_without_teardown
 from data.records import DatasetError
 from inference.batch import run_batch_inference
+from inference.dataset_edges import dataset_edge_settings
 from inference.evaluate import MetricSettings
 from inference.metrics import EdgeSettings
 from inference.pipeline import GenerationSettings
+from inference.protocols import NATIVE, PROTOCOLS
 from inference.settings import DTYPES, SCHEDULER_NAMES, SpeedSettings
 from inference.sources import AUTO
 from recognizer.ocr import OcrConfig
@@ -110,8 +112,21 @@ def _add_metric_args(parser: argparse.ArgumentParser) -> None:
     defaults = EdgeSettings()
     group = parser.add_argument_group("metrics")
     group.add_argument("--no-metrics", action="store_true", help="only generate (no metrics.json/csv)")
-    group.add_argument("--canny-low", type=int, default=defaults.low, help="Canny low threshold")
-    group.add_argument("--canny-high", type=int, default=defaults.high, help="Canny high threshold")
+    group.add_argument(
+        "--protocol", nargs="+", choices=PROTOCOLS, default=[NATIVE], metavar="NAME",
+        help="evaluation protocols, one or more of: native (our own; default), controlnet++ (ControlNet++'s "
+        "edge F1 x100 and MS-SSIM, exactly), anytext (AnyText's sentence accuracy and NED, exactly, with "
+        "our recogniser); each metric's column names its protocol",
+    )  # fmt: skip
+    group.add_argument(
+        "--canny-low", type=int,
+        help=f"native Canny low threshold (default: the one that made the dataset's conditions, as "
+        f"`data canny` recorded it, else {defaults.low})",
+    )  # fmt: skip
+    group.add_argument(
+        "--canny-high", type=int,
+        help=f"native Canny high threshold (default: the dataset's recorded one, else {defaults.high})",
+    )  # fmt: skip
     group.add_argument(
         "--edge-tolerance", type=int, default=defaults.tolerance,
         help="pixels an edge may be off and still count, for the tolerant edge F1",
@@ -176,9 +191,12 @@ def _metrics(args: argparse.Namespace) -> MetricSettings | None:
             f"--ocr-rec-model {args.ocr_rec_model}: file not found (leave the option out to use the PP-OCR "
             "recognition model shipped with rapidocr, or pass --no-ocr)"
         )
-    edges = EdgeSettings(args.canny_low, args.canny_high, args.edge_tolerance, not args.condition_canny)
+    base = EdgeSettings(tolerance=args.edge_tolerance, condition_is_edges=not args.condition_canny)
+    edges = dataset_edge_settings(args.data, base, args.canny_low, args.canny_high)
     ocr = OcrConfig(backend=args.ocr_backend, rec_model=args.ocr_rec_model, use_angle_cls=False)
-    return MetricSettings(edges, not args.no_ocr, ocr, args.clip_model, args.fid_model)
+    return MetricSettings(
+        edges, not args.no_ocr, ocr, args.clip_model, args.fid_model, protocols=tuple(args.protocol)
+    )
 
 
 def _quiet_loading_bars() -> None:

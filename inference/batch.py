@@ -228,6 +228,7 @@ def run_batch_inference(
     data_path, out = Path(data).absolute(), Path(out_dir).absolute()
     sources = resolve_sources(checkpoints, base, base_controlnet)
     samples = load_samples(data_path, limit)
+    metrics = metrics.for_data(data_path) if metrics else None
     evaluator = Evaluator(metrics, any(s.has_text for s in samples), device) if metrics else None
     claim_out_dir(out, make_params(data_path, settings, sources))
 

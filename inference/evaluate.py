@@ -7,6 +7,10 @@ adding a checkpoint does not re-read every label of the others.
 
 Everything that can be wrong with the metric inputs (OCR model, CLIP folder, FID file) is checked in
 ``Evaluator.__init__``, which batch inference calls before generating anything.
+
+Each image is scored under every protocol the settings ask for (inference.protocols): ``native`` (our
+own), ``controlnet++`` and ``anytext`` (those papers' evaluation code reproduced); a metric's key names
+its protocol and metrics.json describes each protocol used.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +28,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from data.atomic import atomic_write, atomic_write_json
+from inference import controlnetpp
+from inference.anytext import AnyTextDictionary, read_anytext
 from inference.clip_score import ClipScorer, check_clip_folder
+from inference.dataset_edges import dataset_edge_settings
 from inference.fid import FidScorer, check_fid_model
 from inference.metrics import EdgeSettings, aggregate, edge_scores, read_text_scores
+from inference.protocols import ANYTEXT, CONTROLNETPP, NATIVE, describe, parse_protocols
 from recognizer.ocr import OcrBackend, OcrConfig, load_ocr
+from recognizer.rec_characters import rec_characters
 
 logger = logging.getLogger(__name__)
 
@@ -50,29 +59,51 @@ REFERENCE = "target"
 _CLIP_BATCH = 16
 _SUMMARY_COLUMNS = (
     "checkpoint", "step", "reference", "images", "edge_f1", "edge_f1_tolerant", "edge_ssim",
-    "text_lines", "sentence_accuracy", "normalized_edit_distance", "clip_score", "fid",
+    "text_lines", "sentence_accuracy", "normalized_edit_distance", "controlnetpp_edge_f1",
+    "controlnetpp_edge_ms_ssim", "anytext_lines", "anytext_sentence_accuracy",
+    "anytext_normalized_edit_distance", "clip_score", "fid",
 )  # fmt: skip
 _IMAGE_COLUMNS = (
     "checkpoint", "record", "seed", "path", "edge_f1", "edge_f1_tolerant", "edge_ssim",
-    "text_lines", "sentence_accuracy", "normalized_edit_distance", "clip_score", "ocr_read", "gt_text",
+    "text_lines", "sentence_accuracy", "normalized_edit_distance", "controlnetpp_edge_f1",
+    "controlnetpp_edge_ms_ssim", "anytext_lines", "anytext_sentence_accuracy",
+    "anytext_normalized_edit_distance", "clip_score", "ocr_read", "anytext_read", "gt_text",
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class MetricSettings:
-    """Which metrics to compute and how. CLIP score and FID run only with local weights given."""
+    """Which metrics to compute and how. CLIP score and FID run only with local weights given.
 
-    edges: EdgeSettings = field(default_factory=EdgeSettings)
+    ``edges`` None means the detector recorded with the data (see :meth:`for_data`), else the defaults.
+    ``protocols`` are the evaluation protocols to score with (inference.protocols).
+    """
+
+    edges: EdgeSettings | None = None
     text: bool = True
     ocr: OcrConfig = field(default_factory=lambda: OcrConfig(use_angle_cls=False))
     clip_model: Path | None = None
     fid_model: Path | None = None
+    protocols: tuple[str, ...] = (NATIVE,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "protocols", parse_protocols(self.protocols))
+
+    def for_data(self, data: Path) -> MetricSettings:
+        """These settings with ``edges`` settled: as given, else the detector that made ``data``'s
+        conditions (inference.dataset_edges)."""
+        return self if self.edges is not None else replace(self, edges=dataset_edge_settings(data))
+
+    @property
+    def edge_settings(self) -> EdgeSettings:
+        return self.edges or EdgeSettings()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form; also the key deciding whether earlier per-image rows can be reused."""
         ocr = {"backend": self.ocr.backend, "rec_model": str(self.ocr.rec_model or "shipped")}
         return {
-            "edges": asdict(self.edges),
+            "protocols": list(self.protocols),
+            "edges": asdict(self.edge_settings),
             "text": self.text,
             "ocr": ocr if self.text else None,
             "clip_model": str(self.clip_model) if self.clip_model else None,
@@ -93,6 +124,8 @@ class ScoredImage:
     condition: Path
     boxes: Sequence[Sequence[Sequence[float]]] | None = None
     gt_text: Sequence[str] | None = None
+    source: Path | None = None
+    """The record's target image, whose edges ControlNet++'s protocol compares with (None: absent)."""
 
 
 class Evaluator:
@@ -101,7 +134,14 @@ class Evaluator:
     def __init__(self, settings: MetricSettings, needs_text: bool, device: str = "cpu") -> None:
         self.settings = settings
         self.device = device
-        self.ocr: OcrBackend | None = load_ocr(settings.ocr) if settings.text and needs_text else None
+        reads = (
+            settings.text and needs_text and (NATIVE in settings.protocols or ANYTEXT in settings.protocols)
+        )
+        self.ocr: OcrBackend | None = load_ocr(settings.ocr) if reads else None
+        self.dictionary: AnyTextDictionary | None = None
+        if self.ocr is not None and ANYTEXT in settings.protocols:
+            self.dictionary = AnyTextDictionary.of(rec_characters(settings.ocr))
+        self._warned_no_source = False
         if settings.clip_model is not None:
             check_clip_folder(settings.clip_model)
         else:
@@ -112,32 +152,60 @@ class Evaluator:
             logger.info("FID skipped: pass --fid-model FILE (local TorchScript Inception) to compute it")
 
     def score(self, item: ScoredImage, out: Path) -> dict[str, Any]:
-        """Edge and text scores of one image (CLIP comes later, in batches)."""
-        with Image.open(item.path) as opened:
-            image = opened.convert("RGB")
-        with Image.open(item.condition) as opened:
-            condition = opened.convert("RGB")
-        edges = edge_scores(image, condition, self.settings.edges)
+        """Edge and text scores of one image under each protocol (CLIP comes later, in batches)."""
+        image = _open(item.path)
+        condition = _open(item.condition)
         row: dict[str, Any] = {
             "checkpoint": item.checkpoint,
             "record": item.record,
             "seed": item.seed,
             "path": _relative(item.path, out),
             "mtime_ns": item.path.stat().st_mtime_ns,
-            "edge_f1": edges.f1,
-            "edge_f1_tolerant": edges.f1_tolerant,
-            "edge_ssim": edges.ssim,
         }
-        if self.ocr is not None and item.gt_text and item.boxes:
+        protocols = self.settings.protocols
+        if NATIVE in protocols:
+            edges = edge_scores(image, condition, self.settings.edge_settings)
+            row |= {"edge_f1": edges.f1, "edge_f1_tolerant": edges.f1_tolerant, "edge_ssim": edges.ssim}
+        if CONTROLNETPP in protocols:
+            row |= self._controlnetpp(image, item)
+        if self.ocr is None or not (item.gt_text and item.boxes):
+            return row
+        row["gt_text"] = list(item.gt_text)
+        if NATIVE in protocols:
             read, text = read_text_scores(self.ocr, image, item.boxes, item.gt_text, condition.size)
             row |= {
                 "text_lines": text.lines,
                 "sentence_accuracy": text.sentence_accuracy,
                 "normalized_edit_distance": text.normalized_edit_distance,
                 "ocr_read": read,
-                "gt_text": list(item.gt_text),
+            }
+        if self.dictionary is not None:
+            read, text = read_anytext(
+                self.ocr, image, item.boxes, item.gt_text, condition.size, self.dictionary
+            )
+            row |= {
+                "anytext_lines": text.lines,
+                "anytext_sentence_accuracy": text.sentence_accuracy,
+                "anytext_normalized_edit_distance": text.normalized_edit_distance,
+                "anytext_read": read,
             }
         return row
+
+    def _controlnetpp(self, image: Image.Image, item: ScoredImage) -> dict[str, Any]:
+        """ControlNet++'s scores of one image: against the edges of the record's target image."""
+        if item.source is None:
+            if not self._warned_no_source:
+                logger.warning(
+                    "ControlNet++ edge scores need each record's target image; left empty where absent"
+                )
+                self._warned_no_source = True
+            return {}
+        scores = controlnetpp.score_image(image, _open(item.source))
+        return {
+            "controlnetpp_edge_f1": scores.f1,
+            "controlnetpp_edge_ms_ssim": scores.ms_ssim,
+            "controlnetpp_stats": scores.stats,
+        }
 
     def add_clip_scores(self, items: list[ScoredImage], rows: list[dict[str, Any]]) -> None:
         """Fill ``clip_score`` of the rows that lack it (CLIP runs in batches)."""
@@ -245,7 +313,12 @@ def evaluate(
         }
         for name in names
     ]
-    metrics = {"metric_settings": evaluator.settings.as_dict(), "summary": summary, "images": rows}
+    metrics = {
+        "metric_settings": evaluator.settings.as_dict(),
+        "protocols": {name: describe(name) for name in evaluator.settings.protocols},
+        "summary": summary,
+        "images": rows,
+    }
     atomic_write_json(out / METRICS_FILE, metrics)
     _write_csv(out / METRICS_CSV, summary, _SUMMARY_COLUMNS)
     _write_csv(out / METRICS_IMAGES_CSV, rows, _IMAGE_COLUMNS)

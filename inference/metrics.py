@@ -1,14 +1,20 @@
 """Evaluation metrics of generated skins: how well the key labels read (OCR) and how well the output
 follows the control edges.
 
-Text metrics follow AnyText's evaluation: each box is read on its own, and a line counts as correct only
-on an exact match (sentence accuracy); normalised edit distance is 1 - Levenshtein / max length. Over a
-checkpoint both are pooled over all lines, as AnyText reports them.
+Text metrics (native) follow the idea of AnyText's evaluation: each box is read on its own, and a line
+counts as correct only on an exact match (sentence accuracy); normalised edit distance is 1 -
+Levenshtein / max length over characters. Over a checkpoint both are pooled over all lines, as AnyText
+reports them. Unlike AnyText's code, lines are not cut to 20 characters, every character counts as
+itself, the crop is a perspective warp of the box and lines turn at h >= 1.5 w.
 
-Edge adherence follows ControlNet++: Canny edges of the output against the condition's edges, scored
-per pixel with F1 (their protocol is exact pixel matches) and with SSIM. A one-pixel shift of a thin
-edge scores 0 in the exact F1, so a tolerant F1 also counts an edge pixel as found when the other map
-has one within ``tolerance`` pixels (the boundary-matching idea of BSDS-style edge benchmarks).
+Edge adherence (the project's own, "native" protocol): Canny edges of the output against the
+condition's edges, scored per pixel with F1 and with SSIM, averaged over images. The detector is the one
+that made the dataset's conditions when ``data canny`` recorded it (see inference.dataset_edges), so a
+dataset's own targets score 1.0; otherwise cv2.Canny 100/200 (the ControlNet annotator's). A one-pixel
+shift of a thin edge scores 0 in the exact F1, so a tolerant F1 also counts an edge pixel as found when
+the other map has one within ``tolerance`` pixels (the boundary-matching idea of BSDS-style edge
+benchmarks). ControlNet++'s and AnyText's own protocols are in inference.controlnetpp and
+inference.anytext.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from PIL import Image
 from rapidfuzz.distance import Levenshtein
 from skimage.metrics import structural_similarity
 
+from data.canny import CannySettings, canny_edges
+from inference import controlnetpp
 from recognizer.box_reading import read_boxes
 from recognizer.ocr import OcrBackend
 
@@ -95,21 +103,29 @@ def read_text_scores(
 class EdgeSettings:
     """How edge maps are made and compared.
 
-    ``low``/``high`` are Canny's hysteresis thresholds (100/200: the ControlNet annotator's, which
-    ControlNet++ evaluates with). ``condition_is_edges`` reads the condition as an edge map (white
-    edges, thresholded at mid-grey); False runs Canny on it too (for non-edge conditions).
+    ``low``/``high`` are cv2.Canny's hysteresis thresholds, ``blur`` a Gaussian kernel first (0: none) and
+    ``gray`` runs on luma instead of the colour image: exactly ``data canny``'s detector
+    (data.canny.canny_edges). The defaults, 100/200 on colour, are the ControlNet annotator's; a
+    dataset built by ``data canny`` brings its own (``origin`` says where the values came from).
+    ``condition_is_edges`` reads the condition as an edge map (white edges, thresholded at mid-grey);
+    False runs Canny on it too (for non-edge conditions).
     """
 
     low: int = 100
     high: int = 200
     tolerance: int = 2
     condition_is_edges: bool = True
+    blur: int = 0
+    gray: bool = False
+    origin: str = "default"
 
     def __post_init__(self) -> None:
         if not 0 <= self.low <= self.high:
             raise ValueError(f"need 0 <= low <= high Canny thresholds, got {self.low} and {self.high}")
         if self.tolerance < 0:
             raise ValueError(f"edge tolerance must be >= 0 pixels, got {self.tolerance}")
+        if self.blur and (self.blur < 3 or self.blur % 2 == 0):
+            raise ValueError(f"Canny blur must be 0 (off) or an odd kernel size >= 3, got {self.blur}")
 
 
 @dataclass(frozen=True)
@@ -122,9 +138,11 @@ class EdgeScores:
     """SSIM of the two binary edge maps."""
 
 
-def canny(image: Image.Image, low: int, high: int) -> np.ndarray:
-    """Boolean Canny edge map of an image (colour: OpenCV takes the strongest gradient of the channels)."""
-    return cv2.Canny(np.asarray(image.convert("RGB")), low, high) > 0
+def canny(image: Image.Image, low: int, high: int, blur: int = 0, gray: bool = False) -> np.ndarray:
+    """Boolean Canny edge map of an image, computed by ``data canny``'s own function (colour: OpenCV
+    takes the strongest gradient of the channels)."""
+    bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+    return canny_edges(bgr, CannySettings(low=low, high=high, blur=blur, gray=gray)) > 0
 
 
 def condition_edges(condition: Image.Image, size: tuple[int, int], settings: EdgeSettings) -> np.ndarray:
@@ -134,7 +152,7 @@ def condition_edges(condition: Image.Image, size: tuple[int, int], settings: Edg
         condition = condition.resize(size, resample)
     if settings.condition_is_edges:
         return np.asarray(condition.convert("L")) >= 128
-    return canny(condition, settings.low, settings.high)
+    return canny(condition, settings.low, settings.high, settings.blur, settings.gray)
 
 
 def _near(edges: np.ndarray, tolerance: int) -> np.ndarray:
@@ -170,7 +188,7 @@ def edge_ssim(pred: np.ndarray, target: np.ndarray) -> float:
 
 def edge_scores(image: Image.Image, condition: Image.Image, settings: EdgeSettings) -> EdgeScores:
     """Edge adherence of a generated ``image`` to its ``condition``."""
-    pred = canny(image, settings.low, settings.high)
+    pred = canny(image, settings.low, settings.high, settings.blur, settings.gray)
     target = condition_edges(condition, image.size, settings)
     return EdgeScores(
         f1=edge_f1(pred, target),
@@ -182,23 +200,37 @@ def edge_scores(image: Image.Image, condition: Image.Image, settings: EdgeSettin
 # --------------------------------------------------------------------------- aggregation
 
 _MEAN_KEYS = ("edge_f1", "edge_f1_tolerant", "edge_ssim", "clip_score")
-_LINE_KEYS = ("sentence_accuracy", "normalized_edit_distance")
+_POOLED_LINES = (
+    ("text_lines", ("sentence_accuracy", "normalized_edit_distance")),
+    ("anytext_lines", ("anytext_sentence_accuracy", "anytext_normalized_edit_distance")),
+)
+
+
+def _pool_lines(rows: list[Mapping[str, object]], count: str, keys: Sequence[str]) -> dict[str, float | None]:
+    """Per-line means over all lines of all rows: each row's means weighted by its line count."""
+    lines = [int(row.get(count) or 0) for row in rows]  # type: ignore[call-overload]
+    total = sum(lines)
+    pooled: dict[str, float | None] = {}
+    for key in keys:
+        weighted = sum(float(row[key]) * n for row, n in zip(rows, lines, strict=True) if n)  # type: ignore[arg-type]
+        pooled[key] = weighted / total if total else None
+    return pooled
 
 
 def aggregate(rows: Iterable[Mapping[str, object]]) -> dict[str, float | int | None]:
     """One checkpoint's summary of its per-image rows.
 
-    Edge and CLIP scores are means over images; text scores are pooled over all lines (weighted by each
-    image's ``text_lines``), as AnyText reports them. A metric no image has is None.
+    Native edge and CLIP scores are means over images; text scores (native and AnyText's) are pooled
+    over all lines, as AnyText reports them; ControlNet++'s edge scores pool the seeds of each record,
+    then average records (inference.controlnetpp.summarize). A metric no image has is None.
     """
     rows = list(rows)
     summary: dict[str, float | int | None] = {"images": len(rows)}
     for key in _MEAN_KEYS:
         values = [float(row[key]) for row in rows if row.get(key) is not None]  # type: ignore[arg-type]
         summary[key] = sum(values) / len(values) if values else None
-    lines = [int(row.get("text_lines") or 0) for row in rows]  # type: ignore[call-overload]
-    summary["text_lines"] = sum(lines)
-    for key in _LINE_KEYS:
-        weighted = sum(float(row[key]) * n for row, n in zip(rows, lines, strict=True) if n)  # type: ignore[arg-type]
-        summary[key] = weighted / sum(lines) if sum(lines) else None
+    for count, keys in _POOLED_LINES:
+        summary[count] = sum(int(row.get(count) or 0) for row in rows)  # type: ignore[call-overload]
+        summary |= _pool_lines(rows, count, keys)
+    summary |= controlnetpp.summarize(rows)
     return summary

@@ -79,7 +79,15 @@ def checkpoint_entry(
 def _scored(name: str, sample: Sample, seed: int | None, path: Path) -> ScoredImage:
     record = sample.record
     return ScoredImage(
-        name, sample.index, seed, path, record.text, sample.condition, record.box, record.gt_text
+        name,
+        sample.index,
+        seed,
+        path,
+        record.text,
+        sample.condition,
+        record.box,
+        record.gt_text,
+        sample.target,
     )
 
 

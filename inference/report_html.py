@@ -22,6 +22,7 @@ from PIL import Image
 from data.atomic import atomic_write_text
 from inference.evaluate import REFERENCE
 from inference.plot import line_chart
+from inference.protocols import ANYTEXT, CONTROLNETPP, NATIVE, protocol_of
 
 __all__ = ["MAX_ROWS", "REPORT_HTML", "RecordRow", "write_html_report"]
 
@@ -36,15 +37,21 @@ _METRICS: tuple[tuple[str, str, bool], ...] = (
     ("edge_ssim", "edge SSIM", True),
     ("sentence_accuracy", "OCR sentence acc.", True),
     ("normalized_edit_distance", "OCR NED", True),
+    ("controlnetpp_edge_f1", "edge F1 ×100", True),
+    ("controlnetpp_edge_ms_ssim", "edge MS-SSIM", True),
+    ("anytext_sentence_accuracy", "OCR sentence acc.", True),
+    ("anytext_normalized_edit_distance", "OCR NED", True),
     ("clip_score", "CLIP score", True),
     ("fid", "FID", False),
 )
+_PROTOCOL_TITLES = {NATIVE: "native", CONTROLNETPP: "ControlNet++ protocol", ANYTEXT: "AnyText protocol"}
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #111827; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
 .muted { color: #6b7280; } a { color: #1d4ed8; }
 table { border-collapse: collapse; } th, td { padding: 4px 10px; border-bottom: 1px solid #e5e7eb; }
 th { text-align: left; background: #f3f4f6; font-weight: 600; } td.num { text-align: right; }
+th.protocol { text-align: center; border-bottom: 2px solid #d1d5db; }
 tr.reference td { font-style: italic; color: #4b5563; } td.best { font-weight: 700; color: #047857; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
 .chart { border: 1px solid #e5e7eb; border-radius: 6px; background: #fff; }
@@ -106,6 +113,25 @@ def _columns(summary: Sequence[Mapping[str, Any]], tolerance: int) -> list[tuple
     ]
 
 
+def _titled(key: str, title: str) -> str:
+    """A column's title with its protocol, for charts (which stand alone, outside the table header)."""
+    protocol = protocol_of(key)
+    return f"{title} ({_PROTOCOL_TITLES[protocol]})" if protocol not in (None, NATIVE) else title
+
+
+def _protocol_header(columns: Sequence[tuple[str, str, bool]]) -> str:
+    """The header row above the metric titles: which protocol made each column."""
+    groups: list[tuple[str, int]] = []
+    for key, _, _ in columns:
+        protocol = protocol_of(key)
+        label = _PROTOCOL_TITLES[protocol] if protocol else ""
+        if groups and groups[-1][0] == label:
+            groups[-1] = (label, groups[-1][1] + 1)
+        else:
+            groups.append((label, 1))
+    return "".join(f"<th colspan='{n}' class='protocol'>{escape(label)}</th>" for label, n in groups)
+
+
 def _best(summary: Sequence[Mapping[str, Any]], key: str, higher: bool) -> float | None:
     """The best checkpoint value of a column; None when there is nothing to single out (all equal)."""
     values = [row[key] for row in summary if not row["reference"] and row.get(key) is not None]
@@ -120,8 +146,9 @@ def _metrics_table(
     columns = _columns(summary, tol)
     head = "".join(f"<th>{escape(title)}</th>" for _, title, _ in columns)
     lines = [
-        "<table class='metrics'><tr><th>checkpoint</th><th>step</th><th>images</th>"
-        f"<th>OCR lines</th>{head}<th>s / image (this run)</th></tr>"
+        "<table class='metrics'><tr><th rowspan='2'>checkpoint</th><th rowspan='2'>step</th>"
+        f"<th rowspan='2'>images</th><th rowspan='2'>OCR lines</th>{_protocol_header(columns)}"
+        f"<th rowspan='2'>s / image (this run)</th></tr><tr>{head}</tr>"
     ]
     best = {key: _best(summary, key, higher) for key, _, higher in columns}
     for row in summary:
@@ -156,7 +183,7 @@ def _charts(summary: Sequence[Mapping[str, Any]], plot_steps: Mapping[str, int],
         ]
         if len(points) >= 2:
             level = reference.get(key) if reference else None
-            charts.append(line_chart(points, title.format(tol=tol), level, "target:"))
+            charts.append(line_chart(points, _titled(key, title), level, "target:"))
     return f"<div class='charts'>{''.join(charts)}</div>" if charts else ""
 
 
@@ -176,6 +203,36 @@ def _settings(report: Mapping[str, Any], metric_settings: Mapping[str, Any] | No
     return f"<dl class='settings'>{''.join(items)}</dl>"
 
 
+def _protocol_notes(metrics: Mapping[str, Any] | None, settings: Mapping[str, Any] | None) -> str:
+    """Under the table: how each protocol's numbers were made and which paper they compare with."""
+    described = (metrics or {}).get("protocols") or {}
+    edges = (settings or {}).get("edges") or {}
+    detector = (
+        f"cv2.Canny {edges.get('low')}/{edges.get('high')} ({edges.get('origin', 'default')})"
+        if edges
+        else ""
+    )
+    items = []
+    if NATIVE in described or not described:  # metrics.json files before protocols were all native
+        items.append(
+            f"<li><b>native</b> (ours): Canny ({escape(detector)}) of the output against the condition; "
+            "F1 exact per pixel, within the tolerance, and SSIM, mean over images. OCR: each labelled box "
+            "read on its own, pooled over all lines. Compares with other skinforge reports only.</li>"
+        )
+    for protocol in (CONTROLNETPP, ANYTEXT):
+        if protocol in described:
+            info = described[protocol]
+            extra = f" Recogniser: {info['recogniser']}." if "recogniser" in info else ""
+            items.append(
+                f"<li><b>{escape(_PROTOCOL_TITLES[protocol])}</b>: follows {escape(info['follows'])}. "
+                f"Comparable with: {escape(info['comparable_with'])}.{escape(extra)}</li>"
+            )
+    return (
+        "<p class='muted'>Higher is better except FID. The target row scores the dataset's own images: the "
+        f"level to reach.</p><ul class='muted'>{''.join(items)}</ul>"
+    )
+
+
 def _short(value: float) -> str:
     """Two decimals, without the '-0.00' a tiny negative SSIM would print."""
     return f"{round(value, 2) + 0.0:.2f}"
@@ -185,15 +242,23 @@ def _caption(row: Mapping[str, Any] | None, tol: int) -> str:
     """One image's scores, under its thumbnail."""
     if row is None:
         return ""
-    parts = [
-        f"edge F1 {_short(row['edge_f1'])} · ±{tol}px {_short(row['edge_f1_tolerant'])}",
-        f"edge SSIM {_short(row['edge_ssim'])}",
-    ]
+    parts = []
+    if row.get("edge_f1") is not None:
+        parts.append(f"edge F1 {_short(row['edge_f1'])} · ±{tol}px {_short(row['edge_f1_tolerant'])}")
+        parts.append(f"edge SSIM {_short(row['edge_ssim'])}")
     if row.get("text_lines"):
         exact = round(row["sentence_accuracy"] * row["text_lines"])
         read = " | ".join(row["ocr_read"])
         parts.append(f"OCR {exact}/{row['text_lines']} exact · NED {_short(row['normalized_edit_distance'])}")
         parts.append(f"read: {read[:60]}")
+    if row.get("controlnetpp_edge_f1") is not None:
+        ms_ssim = row.get("controlnetpp_edge_ms_ssim")
+        ssim_text = f" · MS-SSIM {_short(ms_ssim)}" if ms_ssim is not None else ""
+        parts.append(f"ControlNet++: F1 {row['controlnetpp_edge_f1']:.1f}{ssim_text}")
+    if row.get("anytext_lines"):
+        exact = round(row["anytext_sentence_accuracy"] * row["anytext_lines"])
+        ned = _short(row["anytext_normalized_edit_distance"])
+        parts.append(f"AnyText: {exact}/{row['anytext_lines']} exact · NED {ned}")
     if row.get("clip_score") is not None:
         parts.append(f"CLIP {row['clip_score']:.1f}")
     return "<br>".join(escape(part) for part in parts)
@@ -272,11 +337,7 @@ def write_html_report(
     ]
     if summary:
         body += ["<h2>Metrics</h2>", _metrics_table(summary, seconds, tol)]
-        body.append(
-            "<p class='muted'>Edge F1 / SSIM: Canny of the output against the condition (higher is better; "
-            "F1 is exact per pixel as in ControlNet++). OCR: each labelled box read on its own, pooled over "
-            "all lines (AnyText). The target row scores the dataset's own images: the level to reach.</p>"
-        )
+        body.append(_protocol_notes(metrics, settings))
         charts = _charts(summary, plot_steps, tol)
         if charts:
             body += ["<h2>Metrics vs training step</h2>", charts]
