@@ -15,7 +15,7 @@ the same reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ControlNetPipeline",
     "GenerationSettings",
+    "StepHook",
+    "decode_latents",
+    "denoise_latents",
     "generate",
     "load_pipeline",
     "output_size",
@@ -201,8 +204,14 @@ def _batches(
         yield batch
 
 
-def _decode(denoiser: StableDiffusionXLControlNetPipeline, latents: torch.Tensor) -> list[Image.Image]:
-    """Latents to PIL images in the VAE's dtype (diffusers would feed it the UNet's), as the pipeline does."""
+def decode_latents(
+    denoiser: StableDiffusionXLControlNetPipeline, latents: torch.Tensor, output_type: str = "pil"
+) -> list[Image.Image] | torch.Tensor:
+    """Latents to images in the VAE's dtype (diffusers would feed it the UNet's), as the pipeline does.
+
+    ``output_type`` is the image processor's: "pil" (default), or "pt" for a caller that checks the
+    pixels (e.g. for NaNs of an fp16 VAE) before turning them into pictures.
+    """
     vae = denoiser.vae
     latents = latents.to(vae.dtype)
     if vae.config.latents_mean is not None and vae.config.latents_std is not None:
@@ -212,21 +221,39 @@ def _decode(denoiser: StableDiffusionXLControlNetPipeline, latents: torch.Tensor
     else:
         latents = latents / vae.config.scaling_factor
     image = vae.decode(latents, return_dict=False)[0]
-    return denoiser.image_processor.postprocess(image, output_type="pil")
+    if output_type == "pt":
+        return image
+    return denoiser.image_processor.postprocess(image, output_type=output_type)
 
 
-def _generate_batch(
+StepHook = Callable[[int, torch.Tensor], bool]
+"""Called after each denoising step with (step index, latents); True ends the denoising there (the
+latents of that step are decoded). A service uses it to cancel a request (by raising) or stop early."""
+
+
+def denoise_latents(
     pipe: ControlNetPipeline,
     prompts: list[str],
     conditions: list[Image.Image],
     seeds: list[int],
     size: tuple[int, int],
     settings: GenerationSettings,
-) -> list[Image.Image]:
-    """One pipeline call; CPU generators make the noise identical on every device."""
+    on_step: StepHook | None = None,
+) -> torch.Tensor:
+    """One pipeline call to latents (not decoded); CPU generators make the noise identical on every device.
+
+    Runs with the scheduler the pipeline has now (``generate`` switches it first).
+    """
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
     embeddings = pipe.encoder(prompts, settings.negative_prompt, guidance=settings.guidance_scale > 1)
     width, height = size
+
+    def step_end(
+        denoiser: StableDiffusionXLControlNetPipeline, step: int, timestep: torch.Tensor, tensors: dict
+    ) -> dict:
+        if on_step is not None and on_step(step, tensors["latents"]):
+            denoiser._interrupt = True  # diffusers skips the remaining steps
+        return {}
 
     def denoise() -> torch.Tensor:
         return pipe.denoiser(
@@ -240,12 +267,26 @@ def _generate_batch(
             control_guidance_end=settings.control_guidance_end,
             generator=generators,
             output_type="latent",
+            callback_on_step_end=step_end if on_step is not None else None,
             **embeddings,
         ).images
 
     with torch.inference_mode():
-        latents = call_with_compile_fallback(pipe.denoiser, pipe.eager, denoise)
-        return _decode(pipe.denoiser, latents)
+        return call_with_compile_fallback(pipe.denoiser, pipe.eager, denoise)
+
+
+def _generate_batch(
+    pipe: ControlNetPipeline,
+    prompts: list[str],
+    conditions: list[Image.Image],
+    seeds: list[int],
+    size: tuple[int, int],
+    settings: GenerationSettings,
+) -> list[Image.Image]:
+    """One pipeline call, decoded."""
+    latents = denoise_latents(pipe, prompts, conditions, seeds, size, settings)
+    with torch.inference_mode():
+        return decode_latents(pipe.denoiser, latents)  # type: ignore[return-value]
 
 
 def generate(

@@ -1,0 +1,1 @@
+"""HTTP service and browser playground over trained ControlNet checkpoints (``python -m serve``)."""
