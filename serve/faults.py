@@ -11,7 +11,8 @@ exception a GPU would raise; nothing of the pipeline is mocked. Enabled only by 
 * ``oom_decode_untiled``: the VAE decoder runs out of memory unless VAE tiling is on;
 * ``oom_decode``: the VAE decoder always runs out of memory;
 * ``nan_vae_fp16``: the VAE decoder returns NaNs while it runs in float16 (SDXL's VAE overflow);
-* ``compile_error``: the compiled UNet/ControlNet fail to compile at their first call.
+* ``compile_error``: the compiled UNet/ControlNet fail to compile at their first call;
+* ``slow_load=MS``: loading takes MS milliseconds longer (to see the "loading" state of /healthz).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ FAULT_NAMES = (
     "oom_decode",
     "nan_vae_fp16",
     "compile_error",
+    "slow_load",
 )
 
 

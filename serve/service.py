@@ -64,12 +64,16 @@ class Service:
     def _load(self) -> None:
         began = time.monotonic()
         try:
+            if self.faults.get("slow_load"):
+                time.sleep(self.faults["slow_load"] / 1000)  # type: ignore[operator]
             self.registry.load()
             inject(self.registry, self.faults)
         except Exception as err:  # reported by /healthz; the process stays up to say why
             logger.exception("loading the checkpoints failed")
             self.load_error = f"{type(err).__name__}: {err}"
             return
+        for kind in self.registry.degraded:  # accelerators that failed to load (xformers, compile)
+            self.metrics.fallbacks.labels(kind).inc()
         self.worker.start()
         self.ready.set()
         self.metrics.ready.set(1)
