@@ -462,3 +462,20 @@ def test_evaluation_reports_each_number_with_its_protocol(tmp_path: Path, charac
     assert "<th colspan='3' class='protocol'>native</th>" in html.replace("colspan='5'", "colspan='3'")
     assert "ControlNet++ protocol</th>" in html and "AnyText protocol</th>" in html
     assert "eval/eval_edge.py" in html and "DuGuang ConvNextTiny" in html and "canny_params.json" not in html
+
+
+def test_cli_protocols_and_the_datasets_detector(tmp_path: Path) -> None:
+    from inference.__main__ import _metrics, build_parser
+
+    source = _labelled_dataset(tmp_path / "src", n=1)
+    out = tmp_path / "canny"
+    assert data_main(["canny", "--in", str(source), "--out", str(out), "--workers", "1", "--low", "40"]) == 0
+    base = ["--checkpoint", "ckpt", "--data", str(out / "train.jsonl"), "--out", str(tmp_path / "r")]
+    settings = _metrics(build_parser().parse_args([*base, "--protocol", "anytext", "controlnet++", "native"]))
+    assert settings is not None and settings.protocols == (NATIVE, CONTROLNETPP, ANYTEXT)
+    assert settings.edges is not None and (settings.edges.low, settings.edges.high) == (40, 80)
+    default = _metrics(build_parser().parse_args([*base, "--canny-high", "90"]))
+    assert default is not None and default.protocols == (NATIVE,)
+    assert default.edges is not None and (default.edges.low, default.edges.high) == (40, 90)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--protocol", "controlnet"])
