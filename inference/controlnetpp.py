@@ -47,11 +47,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_warned_sizes: set[tuple[int, int]] = set()
-
 LOW_THRESHOLD = 0.1
 HIGH_THRESHOLD = 0.2
 """kornia canny thresholds of ControlNet++'s ``canny`` task (eval.py L176-177)."""
+
+_warned_sizes: set[tuple[int, int]] = set()
+"""Image sizes whose missing MS-SSIM was logged: once per size, not once per image."""
 
 
 @dataclass(frozen=True)
