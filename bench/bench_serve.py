@@ -1,7 +1,7 @@
 """Load test of ``python -m serve`` against a naive server, side by side in the same run.
 
 Both servers run the tiny random SDXL + ControlNet (``train.tiny_sdxl``) on the CPU, each in its own
-process with the same torch thread count, and get the same requests (a 128x128 control image,
+process with the same torch thread count, and get the same requests (a 64x64 control image,
 ``--steps`` steps, CFG 5, a different prompt and seed per request):
 
 * ``naive``: diffusers' example pattern: one pipeline (``inference.pipeline``), FastAPI + uvicorn,
@@ -13,7 +13,7 @@ have been answered, and reports P50/P95/P99 latency, throughput (images/s) and w
 (429), timed out (504 or client timeout) or failed. ``bare`` is the pipeline called in-process for
 one image, the floor of the latency at concurrency 1.
 
-    python bench/bench_serve.py [--steps 8] [--size 128] [--threads 1] [--markdown] [--json out.json]
+    python bench/bench_serve.py [--steps 20] [--size 64] [--threads 1] [--markdown] [--json out.json]
 """
 
 from __future__ import annotations
@@ -303,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each server")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests-per-client", type=int, default=3)

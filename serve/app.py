@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,6 +38,7 @@ __all__ = ["create_app"]
 POLL_S = 0.05
 """How often a waiting handler checks the client and the deadline."""
 METADATA_HEADER = "X-Skinforge-Metadata"
+UI_PATH = "/ui"
 CLIENT_CLOSED = 499  # nginx's "client closed request"; nobody reads it, the metrics do
 
 
@@ -163,4 +165,17 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
         service.metrics.queue_depth.set(len(service.queue))
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    if config.history_dir is not None:
+        return _mount_playground(app, service, config.history_dir)
     return app
+
+
+def _mount_playground(app: FastAPI, service: Service, history_dir: Path) -> FastAPI:
+    """The Gradio playground at /ui (imported here: gradio is heavy and only the playground needs it)."""
+    import gradio as gr
+
+    from serve.history import History
+    from serve.playground import build_playground
+
+    blocks = build_playground(service, History(history_dir))
+    return gr.mount_gradio_app(app, blocks, path=UI_PATH, ssr_mode=False, footer_links=[])
