@@ -8,10 +8,12 @@ process with the same torch thread count, and get the same requests (a 64x64 con
   one request at a time behind a lock, no queue bound, no batching;
 * ``serve``: ``python -m serve`` (bounded queue, micro-batching up to ``--max-batch``).
 
-A closed-loop load generator keeps ``concurrency`` requests in flight (1, 4, 16) until ``requests``
-have been answered, and reports P50/P95/P99 latency, throughput (images/s) and what was rejected
-(429), timed out (504 or client timeout) or failed. ``bare`` is the pipeline called in-process for
-one image, the floor of the latency at concurrency 1.
+A closed-loop load generator keeps ``concurrency`` requests in flight (1, 4, 16) and reports
+P50/P95/P99 latency, throughput (images/s) and what was rejected (429), timed out (504 or client
+timeout), failed or got no answer at all (lost). ``bare pipeline`` is ``inference.pipeline`` called
+in-process for one image, the floor of the latency at concurrency 1. The machine may be shared, so
+both servers stay up and the cells are interleaved: at concurrency 1 request by request (bare, naive,
+serve, bare, ...), above it in ``--rounds`` alternating rounds.
 
     python bench/bench_serve.py [--steps 20] [--size 64] [--threads 1] [--markdown] [--json out.json]
 """
@@ -30,9 +32,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -42,6 +44,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from data.host_memory import keep_freed_memory  # noqa: E402
 
 logger = logging.getLogger("bench_serve")
 
@@ -124,6 +128,7 @@ def _naive_main(args: argparse.Namespace) -> int:
     import uvicorn
 
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as python -m serve and python -m inference do on the CPU
     uvicorn.run(naive_app(args.checkpoint, args.base), host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 
@@ -168,10 +173,42 @@ def _server(command: list[str], threads: int) -> Iterator[str]:
             logger.debug("server log:\n%s", log.read()[-3000:])
 
 
-def _load(url: str, name: str, concurrency: int, total: int, body: dict) -> Row:
+@dataclass
+class _Tally:
+    """Answers of one (server, concurrency) cell, summed over its interleaved rounds."""
+
+    latencies: list[float] = field(default_factory=list)
+    codes: list[int | str] = field(default_factory=list)
+    sent: int = 0
+    wall: float = 0.0
+
+    def row(self, name: str, concurrency: int) -> Row:
+        ok = self.codes.count(200)
+        rejected = self.codes.count(429)
+        timed_out = self.codes.count(504) + self.codes.count("timeout")
+        failed = len(self.codes) - ok - rejected - timed_out
+        p50, p95, p99 = (_percentile(self.latencies, q) for q in (50, 95, 99))
+        lost = self.sent - len(self.codes)
+        throughput = ok / self.wall if self.wall else float("nan")
+        return Row(name, concurrency, self.sent, ok, rejected, timed_out, failed, lost, p50, p95, p99,
+                   throughput, self.wall)  # fmt: skip
+
+
+def _post(http: httpx.Client, url: str, body: dict, index: int, tally: _Tally, guard: threading.Lock) -> None:
+    request = {**body, "prompt": PROMPTS[index % len(PROMPTS)], "seed": index}
+    began = time.monotonic()
+    try:
+        code: int | str = http.post(url + "/generate", json=request).status_code
+    except httpx.TimeoutException:
+        code = "timeout"
+    with guard:
+        tally.codes.append(code)
+        if code == 200:
+            tally.latencies.append(time.monotonic() - began)
+
+
+def _load(url: str, concurrency: int, total: int, body: dict, tally: _Tally) -> None:
     """Closed loop: ``concurrency`` clients, each sends its next request when the last is answered."""
-    latencies: list[float] = []
-    codes: list[int | str] = []
     counter = iter(range(total))
     guard = threading.Lock()
 
@@ -182,16 +219,7 @@ def _load(url: str, name: str, concurrency: int, total: int, body: dict) -> Row:
                     index = next(counter, None)
                 if index is None:
                     return
-                request = {**body, "prompt": PROMPTS[index % len(PROMPTS)], "seed": index}
-                began = time.monotonic()
-                try:
-                    code: int | str = http.post(url + "/generate", json=request).status_code
-                except httpx.TimeoutException:
-                    code = "timeout"
-                with guard:
-                    codes.append(code)
-                    if code == 200:
-                        latencies.append(time.monotonic() - began)
+                _post(http, url, body, index, tally, guard)
 
     began = time.monotonic()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
@@ -199,36 +227,47 @@ def _load(url: str, name: str, concurrency: int, total: int, body: dict) -> Row:
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.monotonic() - began
-    ok = codes.count(200)
-    rejected, timed_out = codes.count(429), codes.count(504) + codes.count("timeout")
-    p50, p95, p99 = (_percentile(latencies, q) for q in (50, 95, 99))
-    failed = len(codes) - ok - rejected - timed_out
-    lost = total - len(codes)
-    return Row(
-        name, concurrency, total, ok, rejected, timed_out, failed, lost, p50, p95, p99, ok / wall, wall
-    )
+    tally.wall += time.monotonic() - began
+    tally.sent += total
 
 
-def _bare(checkpoint: str, base: str, body: dict, repeats: int) -> Row:
-    """The pipeline called in-process, one image per call (no HTTP, no PNG)."""
+def _bare_pipeline(checkpoint: str, base: str, body: dict) -> Callable[[int], None]:
+    """The pipeline called in-process for one image (no HTTP, no PNG): the floor of the latency."""
     import torch
 
     from inference.pipeline import GenerationSettings, generate, load_pipeline
 
     pipe = load_pipeline(base, checkpoint)
     condition = Image.open(io.BytesIO(base64.b64decode(body["image"]))).convert("RGB")
-    settings = GenerationSettings(num_inference_steps=body["steps"])
-    latencies = []
-    generate(pipe, [PROMPTS[0]], [condition], [0], settings, 1)  # warm-up
-    for index in range(repeats):
-        began = time.monotonic()
+    settings = GenerationSettings(num_inference_steps=body["steps"], guidance_scale=body["guidance"])
+
+    def call(index: int) -> None:
         with torch.inference_mode():
             generate(pipe, [PROMPTS[index % len(PROMPTS)]], [condition], [index], settings, 1)
-        latencies.append(time.monotonic() - began)
-    wall = sum(latencies)
-    p50, p95, p99 = (_percentile(latencies, q) for q in (50, 95, 99))
-    return Row("bare pipeline", 1, repeats, repeats, 0, 0, 0, 0, p50, p95, p99, repeats / wall, wall)
+
+    return call
+
+
+def _sequential(urls: dict[str, str], bare: Callable[[int], None], body: dict, n: int) -> dict[str, _Tally]:
+    """Concurrency 1, interleaved: bare call, naive request, serve request, bare call, ... so every
+    system sees the same moments of a shared machine."""
+    tallies = {name: _Tally() for name in ("bare pipeline", *urls)}
+    guard = threading.Lock()
+    with httpx.Client(timeout=CLIENT_TIMEOUT_S) as http:
+        for index in range(n):
+            began = time.monotonic()
+            bare(index)
+            bare_tally = tallies["bare pipeline"]
+            bare_tally.latencies.append(time.monotonic() - began)
+            bare_tally.codes.append(200)
+            bare_tally.sent += 1
+            bare_tally.wall += bare_tally.latencies[-1]
+            for name, url in urls.items():
+                began = time.monotonic()
+                _post(http, url, body, index, tallies[name], guard)
+                tallies[name].sent += 1
+                tallies[name].wall += time.monotonic() - began
+    return tallies
 
 
 def _models(folder: Path) -> tuple[str, str]:
@@ -268,30 +307,42 @@ def verdicts(rows: list[Row]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
+    """Both servers up at once (an idle one costs nothing); cells interleaved in rounds."""
     folder = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     checkpoint, base = _models(folder)
     body = {"image": base64.b64encode(_condition(args.size)).decode(), "steps": args.steps, "guidance": 5.0}
-    rows = [_bare(checkpoint, base, body, args.bare_repeats)]
     common = ["--checkpoint", checkpoint, "--base", base, "--threads", str(args.threads)]
     naive = [sys.executable, __file__, "--naive-server", *common]
-    serve = [
-        sys.executable,
-        "-m",
-        "serve",
-        *common,
-        "--max-batch",
-        str(args.max_batch),
-        "--max-queue",
-        str(args.max_queue),
+    serve = [sys.executable, "-m", "serve", *common, "--max-batch", str(args.max_batch),
+             "--max-queue", str(args.max_queue)]  # fmt: skip
+    bare = _bare_pipeline(checkpoint, base, body)
+    with _server(naive, args.threads) as naive_url, _server(serve, args.threads) as serve_url:
+        urls = {"naive": naive_url, "serve": serve_url}
+        warm = _Tally()
+        for url in urls.values():
+            _load(url, 2, 2, body, warm)  # first calls allocate
+        bare(0)
+        tallies = {(name, 1): tally for name, tally in _sequential(urls, bare, body, args.sequential).items()}
+        for concurrency in [c for c in args.concurrency if c > 1]:
+            total = max(args.min_requests, args.requests_per_client * concurrency)
+            for _ in range(args.rounds):
+                for name, url in urls.items():
+                    _load(
+                        url,
+                        concurrency,
+                        total // args.rounds,
+                        body,
+                        tallies.setdefault((name, concurrency), _Tally()),
+                    )
+    rows = [
+        tally.row(name, concurrency)
+        for (name, concurrency), tally in sorted(
+            tallies.items(),
+            key=lambda item: (["bare pipeline", "naive", "serve"].index(item[0][0]), item[0][1]),
+        )
     ]
-    for name, command in (("naive", naive), ("serve", serve)):
-        with _server(command, args.threads) as url:
-            _load(url, name, 1, 2, body)  # warm-up: first calls allocate
-            for concurrency in args.concurrency:
-                total = max(args.min_requests, args.requests_per_client * concurrency)
-                row = _load(url, name, concurrency, total, body)
-                logger.info("%s", row)
-                rows.append(row)
+    for row in rows:
+        logger.info("%s", row)
     return {
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "markdown")},
         "rows": [asdict(r) for r in rows],
@@ -309,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests-per-client", type=int, default=3)
     parser.add_argument("--min-requests", type=int, default=12)
-    parser.add_argument("--bare-repeats", type=int, default=12)
+    parser.add_argument("--sequential", type=int, default=12, help="requests per system at concurrency 1")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per concurrency > 1")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-queue", type=int, default=64)
     parser.add_argument("--json", type=Path, help="write settings, rows and verdicts here")
@@ -326,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # the bare pipeline too, so the three differ only in how they serve
     result = run(args)
     rows = [Row(**r) for r in result["rows"]]  # type: ignore[arg-type]
     print(markdown(rows) if args.markdown else json.dumps(result, indent=2))
