@@ -140,8 +140,8 @@ def test_validation_reads_the_generated_labels_and_logs_ocr_scores(
             "validation.max_records=3",
         ]
     )
-    (scores,) = [m for m in read_metrics(run) if "validation/ocr_lines" in m]
-    assert scores["step"] == 1
+    baseline, scores = [m for m in read_metrics(run) if "validation/ocr_lines" in m]
+    assert (baseline["step"], scores["step"]) == (0, 1)  # validation.at_start: the step-0 baseline too
     assert scores["validation/ocr_lines"] == 6  # 3 records, an English and a Chinese label each
     assert 0 <= scores["validation/ocr_sentence_accuracy"] <= 1
     assert 0 <= scores["validation/ocr_normalized_edit_distance"] <= 1

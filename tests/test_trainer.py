@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,15 +177,21 @@ def test_validation_grids_are_saved_and_logged(tiny_overrides: list[str], fill_j
         ]
     )
     grids = sorted(p.name for p in (run / "validation").glob("*.png"))
-    assert grids == ["step-000002.png", "step-000003.png"]
+    assert grids == ["step-000000.png", "step-000002.png", "step-000003.png"]  # step 0: the baseline
     with Image.open(run / "validation" / grids[0]) as grid:
         assert grid.width > 2 * 64 and grid.height > 2 * 64
+    edges = [m for m in read_metrics(run) if "validation/edge_f1_tolerant" in m]
+    assert [m["step"] for m in edges] == [0, 2, 3]
+    assert all(0 <= m["validation/edge_f1"] <= m["validation/edge_f1_tolerant"] <= 1 for m in edges)
+    state = json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())
+    history = [[m["step"], m["validation/edge_f1_tolerant"]] for m in edges]
+    assert state["convergence"]["history"] == history
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     (events,) = (run / "logs").rglob("events.out.tfevents.*")
     accumulator = EventAccumulator(str(events.parent), size_guidance={"images": 0})
     accumulator.Reload()
-    assert [e.step for e in accumulator.Images("validation")] == [2, 3], "grids not in TensorBoard"
+    assert [e.step for e in accumulator.Images("validation")] == [0, 2, 3], "grids not in TensorBoard"
 
 
 def test_fp16_on_cpu_is_refused_with_a_clear_message(tiny_overrides: list[str]) -> None:

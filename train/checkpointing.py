@@ -38,6 +38,8 @@ class TrainerState:
     micro_step: int
     epoch: int
     batches_into_epoch: int
+    convergence: dict[str, object] | None = None
+    """`ConvergenceTracker.to_json()`: validation edge scores so far and the convergence step, if any."""
 
     @classmethod
     def read(cls, folder: Path) -> TrainerState:

@@ -145,6 +145,10 @@ class CheckpointConfig:
     """Keep at most this many checkpoint-N folders (oldest removed first); None keeps all."""
     resume: str | None = None
     """'latest' (the newest checkpoint in output_dir, or a fresh start when there is none) or a path."""
+    save_at_start: bool = False
+    """Also write `checkpoint-0` before the first step: the ControlNet as training starts (for a copy of
+    the UNet: no control at all), the step-0 column of `python -m inference` reports. Counts towards
+    `total_limit`."""
 
 
 @dataclass
@@ -180,6 +184,17 @@ class ValidationConfig:
     """Sampler of the validation images; None keeps the base model's scheduler."""
     guidance_scale: float = 5.0
     seed: int = 0
+    at_start: bool = True
+    """Also validate before the first step (not on resume): the step-0 baseline that adherence and
+    convergence are measured against."""
+    edges: bool = True
+    """Score each validation image's edge adherence to its condition (Canny 100/200 of the image against
+    the condition read as an edge map: F1, F1 within `edge_tolerance` px, SSIM) and log it as
+    `validation/edge_*`."""
+    edge_tolerance: int = 2
+    convergence_min_gain: float = 0.2
+    """The ControlNet paper's "sudden convergence": the first validation step whose tolerant edge F1 is
+    this much above the step-0 baseline. Named in the log and in `trainer_state.json`."""
 
 
 @dataclass
@@ -305,6 +320,9 @@ def validate(config: SkinforgeConfig, check_paths: bool = True) -> list[str]:
             "validation.every_n_steps is set but neither validation.prompts nor validation.jsonl is"
         )
     _positive(problems, "validation.max_records", v.max_records)
+    _positive(problems, "validation.edge_tolerance", v.edge_tolerance, allow_zero=True)
+    if not 0 < v.convergence_min_gain <= 1:
+        problems.append(f"validation.convergence_min_gain must be in (0, 1], got {v.convergence_min_gain}")
     if len(v.prompts) != len(v.conditioning_images):
         problems.append(
             f"validation.prompts ({len(v.prompts)}) and validation.conditioning_images "

@@ -210,12 +210,15 @@ def _unet_config() -> dict[str, Any]:
 VAE_SIZES: dict[str, dict[str, Any]] = {
     "small": {"block_out_channels": (8, 16, 16, 16), "norm_num_groups": 4},
     "test": {"block_out_channels": (32, 64, 64, 64), "norm_num_groups": 32},
+    "trained": {"block_out_channels": (16, 32, 64, 64), "norm_num_groups": 8},
 }
 """Tiny VAE widths. "small" (0.08 M parameters, the default) keeps tests, the demo and the text loss's
 decode cheap. "test" (1.25 M) is diffusers' SDXL test VAE (32, 64) widened to 4 blocks: with it the folder
 is ~13 MB and its encoder ~30 % of a reference training step, the tiny SDXL issue 2's reference numbers
 were measured on (bench/bench_train_step.py uses it). At SDXL size the VAE encoder (fp32 in diffusers'
-script) is a large share of a step too; the small VAE would make re-encoding look almost free."""
+script) is a large share of a step too; the small VAE would make re-encoding look almost free. "trained"
+(0.98 M) is the VAE of the trained base (`train.tiny_base`): wider at its deeper levels, to reconstruct
+keyboard skins at 128²."""
 
 
 def _vae(size: str) -> AutoencoderKL:
@@ -257,7 +260,8 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _pipeline(seed: int, vae_size: str) -> StableDiffusionXLPipeline:
+def tiny_pipeline(seed: int, vae_size: str) -> StableDiffusionXLPipeline:
+    """The random tiny SDXL in memory; identical weights for the same seed and VAE size."""
     vocab, merges = _vocab_and_merges()
     with _seeded(seed):
         unet = UNet2DConditionModel(**_unet_config()).eval()
@@ -280,7 +284,7 @@ def _pipeline(seed: int, vae_size: str) -> StableDiffusionXLPipeline:
 # --------------------------------------------------------------------------- atomic writing
 
 
-def _write_atomically(out_dir: Path, marker: str, overwrite: bool, write: Callable[[Path], None]) -> Path:
+def write_atomically(out_dir: Path, marker: str, overwrite: bool, write: Callable[[Path], None]) -> Path:
     """Build into a sibling temp dir and rename it into place, so readers never see half a model.
 
     `marker` names the file whose presence means `out_dir` already holds a complete build.
@@ -343,9 +347,9 @@ def build_tiny_sdxl(
 
     def write(tmp: Path) -> None:
         logger.info("Building tiny SDXL (seed %d, %s VAE) into %s", seed, vae_size, out_dir)
-        _pipeline(seed, vae_size).save_pretrained(tmp, safe_serialization=True)
+        tiny_pipeline(seed, vae_size).save_pretrained(tmp, safe_serialization=True)
 
-    return _write_atomically(Path(out_dir), "model_index.json", overwrite, write)
+    return write_atomically(Path(out_dir), "model_index.json", overwrite, write)
 
 
 def _perturb_zero_convs(controlnet: ControlNetModel, std: float) -> None:
@@ -371,7 +375,7 @@ def build_tiny_controlnet(
             _perturb_zero_convs(controlnet, CONTROLNET_INIT_STD)
         controlnet.save_pretrained(tmp, safe_serialization=True)
 
-    return _write_atomically(Path(out_dir), "config.json", overwrite, write)
+    return write_atomically(Path(out_dir), "config.json", overwrite, write)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from train.checkpointing import (
 )
 from train.config import SkinforgeConfig
 from train.controlnet_dataset import ControlNetTrainDataset, collate_samples
+from train.convergence import CONVERGENCE_METRIC, ConvergenceTracker
 from train.distributed import check_one_job, deepspeed_clipping_problem
 from train.ema import EMA_DIR, ControlNetEma
 from train.encoded_cache import (
@@ -72,6 +73,7 @@ class ControlNetTrainer:
         self.output_dir = Path(config.train.output_dir)
         self.weight_dtype = DTYPES[config.train.mixed_precision]
         self.state = TrainerState(step=0, micro_step=0, epoch=0, batches_into_epoch=0)
+        self.convergence = ConvergenceTracker(config.validation.convergence_min_gain)
 
     # ----------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -282,6 +284,10 @@ class ControlNetTrainer:
             return
         self.accelerator.load_state(str(folder))
         self.state = TrainerState.read(folder)
+        if self.state.convergence:
+            self.convergence = ConvergenceTracker.from_json(
+                self.state.convergence, self.config.validation.convergence_min_gain
+            )
         logger.info("Resumed from %s at step %d", folder, self.state.step)
 
     # ----------------------------------------------------------------------------------- train
@@ -293,6 +299,10 @@ class ControlNetTrainer:
             desc="steps",
             disable=not (self.accelerator.is_main_process and cfg.log.progress_bar),
         )
+        if self.state.step == 0:
+            self._validate(0)
+            if cfg.checkpoint.save_at_start:
+                self._save_checkpoint()
         while self.state.step < cfg.train.max_steps:
             self.batch_sampler.set_epoch(self.state.epoch)
             self.loader.set_epoch(self.state.epoch)
@@ -344,24 +354,36 @@ class ControlNetTrainer:
             if self.accelerator.is_main_process:
                 self.metrics.write(step, values)
                 bar.set_postfix(loss=f"{values['loss/total']:.4f}")
+        # Validation first, so the checkpoint's trainer_state.json holds this step's scores.
+        self._validate(step)
         if step % cfg.checkpoint.every_n_steps == 0 or step == cfg.train.max_steps:
-            save_checkpoint(
-                self.accelerator,
-                self._exportable_models(),
-                self.output_dir,
-                self.state,
-                self.config_yaml,
-                cfg.checkpoint.total_limit,
-            )
-        if self.validator is not None and self.validator.due(step, cfg.train.max_steps):
-            # On every rank: under FSDP the main process alone cannot run the sharded ControlNet.
-            controlnet = full_controlnet(self.accelerator, self.controlnet)
-            if controlnet is not None:
-                scores = self.validator.run(step, controlnet, self.unet, self.accelerator)
-                if scores:
-                    self.accelerator.log(scores, step=step)
-                    self.metrics.write(step, scores)
-            self.accelerator.wait_for_everyone()
+            self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
+        save_checkpoint(
+            self.accelerator,
+            self._exportable_models(),
+            self.output_dir,
+            self.state,
+            self.config_yaml,
+            self.config.checkpoint.total_limit,
+        )
+
+    def _validate(self, step: int) -> None:
+        """Validation images and scores when due; edge adherence feeds the convergence tracker."""
+        if self.validator is None or not self.validator.due(step, self.config.train.max_steps):
+            return
+        # On every rank: under FSDP the main process alone cannot run the sharded ControlNet.
+        controlnet = full_controlnet(self.accelerator, self.controlnet)
+        if controlnet is not None:
+            scores = self.validator.run(step, controlnet, self.unet, self.accelerator)
+            if CONVERGENCE_METRIC in scores and self.convergence.update(step, scores[CONVERGENCE_METRIC]):
+                scores["validation/converged_at_step"] = float(step)
+            self.state.convergence = self.convergence.to_json()
+            if scores:
+                self.accelerator.log(scores, step=step)
+                self.metrics.write(step, scores)
+        self.accelerator.wait_for_everyone()
 
     def _learning_rates(self) -> dict[str, float]:
         """`lr` of the first parameter group, plus `lr/<group>` of the others when there are several."""
@@ -382,6 +404,33 @@ class ControlNetTrainer:
             models[EMA_DIR] = self.ema.averaged_controlnet(controlnet)
         return models
 
+    def _log_convergence(self) -> None:
+        """The run's answer to "did it learn to follow the condition, and when?"."""
+        tracker = self.convergence
+        if not tracker.history:
+            return
+        last_step, last = tracker.history[-1]
+        if tracker.converged_at is not None:
+            logger.info(
+                "Converged (sudden convergence) at step %d; %s %.3f at step-%d baseline, %.3f at step %d",
+                tracker.converged_at,
+                CONVERGENCE_METRIC,
+                tracker.baseline,
+                tracker.history[0][0],
+                last,
+                last_step,
+            )
+        else:
+            logger.info(
+                "No convergence yet: %s %.3f at step %d against %.3f at step %d (needs a gain of %.2f)",
+                CONVERGENCE_METRIC,
+                last,
+                last_step,
+                tracker.baseline,
+                tracker.history[0][0],
+                tracker.min_gain,
+            )
+
     # --------------------------------------------------------------------------------- cleanup
     def cleanup(self) -> Path:
         """Saves the final ControlNet (and its EMA) in diffusers format and closes the trackers."""
@@ -393,5 +442,6 @@ class ControlNetTrainer:
                 save_controlnet(model, self.output_dir / name, self.config_yaml)
             self.metrics.close()
             logger.info("Final ControlNet saved to %s", final)
+            self._log_convergence()
         self.accelerator.end_training()
         return final

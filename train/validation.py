@@ -16,8 +16,9 @@ from PIL import Image
 
 from data.atomic import atomic_save_image
 from data.records import read_records, resolve_path
+from inference.dataset_edges import dataset_edge_settings
 from inference.grid import make_grid
-from inference.metrics import text_scores
+from inference.metrics import EdgeSettings, edge_scores, text_scores
 from inference.pipeline import GenerationSettings, generate, load_pipeline
 from train.buckets import Size, nearest_bucket
 from train.config import ModelConfig, ValidationConfig
@@ -96,15 +97,18 @@ class TrainingValidator:
         self._ocr = None
 
     def due(self, step: int, max_steps: int) -> bool:
+        """After every `every_n_steps` steps and the last; at step 0 when `at_start`."""
         every = self.cfg.every_n_steps
+        if step == 0:
+            return bool(every) and self.cfg.at_start
         return bool(every) and (step % every == 0 or step == max_steps)
 
     @torch.no_grad()
     def run(
         self, step: int, controlnet: ControlNetModel, unet: UNet2DConditionModel, accelerator: Accelerator
     ) -> dict[str, float]:
-        """Generates the validation grid for `step`, saves it, sends it to the trackers; returns the OCR
-        scores (empty without text boxes)."""
+        """Generates the validation grid for `step`, saves it, sends it to the trackers; returns the edge
+        adherence scores (with `edges`) and the OCR scores (when the samples have text boxes)."""
         images = self._generate(controlnet, unet, accelerator)
         conditions = [s.condition for s in self.samples]
         grid = make_grid(
@@ -117,7 +121,22 @@ class TrainingValidator:
             layout = {"dataformats": "NHWC"} if tracker.name == "tensorboard" else {}
             tracker.log_images({"validation": batch}, step=step, **layout)
         logger.info("Validation images for step %d: %s", step, path)
-        return self._text_scores(images) if self.scores_text else {}
+        scores = self._edge_scores(images) if self.cfg.edges else {}
+        return scores | (self._text_scores(images) if self.scores_text else {})
+
+    def _edge_scores(self, images: list[Image.Image]) -> dict[str, float]:
+        """Mean edge adherence of the images to their conditions (inference's metric, condition as edges)."""
+        settings = EdgeSettings(tolerance=self.cfg.edge_tolerance)
+        if self.cfg.jsonl:  # the detector `data canny` made the conditions with, when it did
+            settings = dataset_edge_settings(Path(self.cfg.jsonl), settings)
+        rows = [edge_scores(i, s.condition, settings) for i, s in zip(images, self.samples, strict=True)]
+        scores = {
+            "validation/edge_f1": float(np.mean([r.f1 for r in rows])),
+            "validation/edge_f1_tolerant": float(np.mean([r.f1_tolerant for r in rows])),
+            "validation/edge_ssim": float(np.mean([r.ssim for r in rows])),
+        }
+        logger.info("Validation edge adherence: %s", {k: round(v, 4) for k, v in scores.items()})
+        return scores
 
     def _generate(
         self, controlnet: ControlNetModel, unet: UNet2DConditionModel, accelerator: Accelerator

@@ -1,0 +1,63 @@
+"""Is the circle where the condition says? IoU of a generated fill image's circle with the condition's disk.
+
+For fill50k-style records (a filled circle of one named colour on another, conditioned on its outline):
+the condition's disk is everything the outline encloses (pixels not reachable from the border without
+crossing the outline); the generated circle is every pixel nearer to the prompt's circle colour than to
+its background colour. Edge F1 says the image has edges where the outline is; this says the right thing
+was drawn inside them.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image, ImageColor
+
+from data.fill import COLOURS
+
+__all__ = ["circle_iou", "condition_disk", "fill_colours", "generated_circle"]
+
+_WORDS_TO_RGB = {words: ImageColor.getrgb(key)[:3] for key, words in COLOURS.items()}
+
+
+def fill_colours(prompt: str) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """(circle, background) RGB named by a fill prompt "<a> circle with <b> background", else None."""
+    head, sep, tail = prompt.partition(" circle with ")
+    if not sep or not tail.endswith(" background"):
+        return None
+    circle, background = _WORDS_TO_RGB.get(head), _WORDS_TO_RGB.get(tail.removesuffix(" background"))
+    return (circle, background) if circle and background else None
+
+
+def condition_disk(condition: Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Boolean mask of the outline and what it encloses, at `size` (default the condition's)."""
+    grey = np.asarray(condition.convert("L"))
+    # A one-pixel frame of background lets one flood fill from a corner reach all the outside.
+    outside = np.pad((grey > 127).astype(np.uint8), 1)
+    cv2.floodFill(outside, None, (0, 0), 2)
+    outside = outside[1:-1, 1:-1]
+    disk = outside != 2
+    if size is not None and size != condition.size:
+        disk = cv2.resize(disk.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    return disk
+
+
+def generated_circle(image: Image.Image, prompt: str) -> np.ndarray | None:
+    """Pixels nearer the prompt's circle colour than its background colour; None for a non-fill prompt."""
+    colours = fill_colours(prompt)
+    if colours is None:
+        return None
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
+    near_circle = np.linalg.norm(pixels - colours[0], axis=-1)
+    near_background = np.linalg.norm(pixels - colours[1], axis=-1)
+    return near_circle < near_background
+
+
+def circle_iou(image: Image.Image, condition: Image.Image, prompt: str) -> float | None:
+    """IoU of the generated circle with the condition's disk; None for a non-fill prompt."""
+    circle = generated_circle(image, prompt)
+    if circle is None:
+        return None
+    disk = condition_disk(condition, image.size)
+    union = (circle | disk).sum()
+    return float((circle & disk).sum() / union) if union else 1.0
