@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from serve.config import ServeConfig
-from serve.errors import RequestError, ServeError
+from serve.errors import DeadlineExceeded, RequestError, ServeError
 from serve.images import png_bytes
 from serve.jobqueue import QueueFull
 from serve.jobs import Job, JobResult
@@ -67,7 +67,7 @@ async def _read_request(request: Request, max_body: int) -> GenerateRequest:
     return parse_fields(body)
 
 
-async def _wait(job: Job, request: Request) -> JobResult | None:
+async def _wait(service: Service, job: Job, request: Request) -> JobResult | None:
     """The job's result; None when the client left or the deadline passed (the job is cancelled)."""
     waiter = asyncio.wrap_future(job.future)
     while True:
@@ -75,11 +75,12 @@ async def _wait(job: Job, request: Request) -> JobResult | None:
         if done:
             return waiter.result()
         if await request.is_disconnected():
-            job.cancel("client_disconnected")
+            reason = "client_disconnected"
         elif time.monotonic() > job.deadline:
-            job.cancel("deadline")
+            reason = "deadline"
         else:
             continue
+        service.cancel(job, reason)
         waiter.cancel()
         return None
 
@@ -135,13 +136,12 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
             headers = {"Retry-After": "5"} if err.status == 503 else None
             return _error(err, headers)
         try:
-            result = await _wait(job, request)
+            result = await _wait(service, job, request)
         except ServeError as err:
             return _error(err, {"Retry-After": "10"} if err.status == 503 else None)
         if result is None:
             if job.cancel_reason == "deadline":
-                body = {"error": f"deadline of the request passed ({job.cancel_reason})", "kind": "deadline"}
-                return JSONResponse({**body, "field": "timeout"}, status_code=504)
+                return _error(DeadlineExceeded("the request's deadline passed"))
             return Response(status_code=CLIENT_CLOSED)
         if "application/json" in request.headers.get("accept", ""):
             return await run_in_threadpool(_json_response, result)

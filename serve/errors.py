@@ -6,7 +6,7 @@ The worker and the request parser raise these; the app turns them into one JSON 
 
 from __future__ import annotations
 
-__all__ = ["Cancelled", "DeviceOutOfMemory", "RequestError", "ServeError"]
+__all__ = ["Cancelled", "DeadlineExceeded", "DeviceOutOfMemory", "RequestError", "ServeError"]
 
 
 class ServeError(Exception):
@@ -42,7 +42,17 @@ class DeviceOutOfMemory(ServeError):
 
 
 class Cancelled(ServeError):
-    """The client went away or the deadline passed; nobody reads the answer."""
+    """The client went away (or the service is stopping); nobody reads the answer."""
 
     status = 499
-    kind = "cancelled"
+    kind = "client_disconnected"
+
+
+class DeadlineExceeded(Cancelled):
+    """The request's deadline (its ``timeout`` or the service's) passed: 504."""
+
+    status = 504
+    kind = "deadline"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "timeout")

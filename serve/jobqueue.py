@@ -49,6 +49,15 @@ class JobQueue:
         """Whole seconds until the queue has likely drained by one slot (at least 1)."""
         return max(1, round(self.seconds_per_image * max(1, len(self._jobs) // 2)))
 
+    def discard(self, job: Job) -> bool:
+        """Take a job out of the queue (its client gave up); False when the worker has it already."""
+        with self._changed:
+            try:
+                self._jobs.remove(job)
+            except ValueError:
+                return False
+            return True
+
     def close(self) -> None:
         """Wake the worker for shutdown; ``take`` then returns []."""
         with self._changed:

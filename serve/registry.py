@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,10 @@ class Registry:
         self.dtypes = ComponentDtypes.resolve(device, speed, DTYPES[dtype] if dtype else None)
         self._bases: dict[tuple[str, str | None], _Base] = {}
         self.checkpoints: dict[str, Checkpoint] = {}
+        self._tokenizer_lock = threading.Lock()
+        self._counting_tokenizer: Any = None
+        """A copy of the first base's tokenizer for request validation on the HTTP threads: a fast
+        tokenizer is not safe to call from two threads at once (the worker encodes with the original)."""
         self.degraded: set[str] = set()
         """Sticky fallbacks in effect (attention_sdpa, compile_eager, vae_fp32): every answer lists them."""
 
@@ -101,6 +106,8 @@ class Registry:
             self.checkpoints[source.name] = Checkpoint(
                 source, key, module, eager, checkpoint_info(source, self._metrics)
             )
+        first = next(iter(self._bases.values())).pipe.encoder.pipe.tokenizer
+        self._counting_tokenizer = copy.deepcopy(first)
         logger.info("Loaded %d checkpoint(s) on %d base(s): %s", len(self.checkpoints), len(self._bases),
                     ", ".join(self.names))  # fmt: skip
 
@@ -190,8 +197,8 @@ class Registry:
 
     def count_tokens(self, prompt: str) -> int:
         """Tokens of ``prompt`` with BOS/EOS, as the first base's tokenizer counts them."""
-        tokenizer = next(iter(self._bases.values())).pipe.encoder.pipe.tokenizer
-        return len(tokenizer(prompt, truncation=False)["input_ids"])
+        with self._tokenizer_lock:
+            return len(self._counting_tokenizer(prompt, truncation=False)["input_ids"])
 
     def modules(self, name: str) -> dict[str, torch.nn.Module]:
         """The real (eager) modules of a checkpoint's pipeline, for fault injection and the VAE fallback."""

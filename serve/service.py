@@ -161,6 +161,13 @@ class Service:
             request_fields=echoed,
         )
 
+    def cancel(self, job: Job, reason: str) -> None:
+        """The client left or the deadline passed: free its queue slot, or stop its batch at the next step."""
+        job.cancel(reason)
+        if self.queue.discard(job):  # never started: counted here, the worker will not see it
+            self.metrics.errors.labels(reason).inc()
+            self.metrics.queue_depth.set(len(self.queue))
+
     def submit(self, request: GenerateRequest) -> Job:
         """Validate and enqueue; raises RequestError, NotReady or jobqueue.QueueFull."""
         job = self.make_job(request)

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from serve.errors import Cancelled, ServeError
+from serve.errors import Cancelled, DeadlineExceeded, ServeError
 from serve.generation import BatchOutput, run_batch
 from serve.jobqueue import JobQueue
 from serve.jobs import Job, JobResult
@@ -25,6 +25,13 @@ __all__ = ["Worker"]
 
 _SMOOTHING = 0.3
 """Weight of the newest batch in the seconds-per-image estimate behind Retry-After."""
+
+
+def _gave_up(job: Job, when: str) -> Cancelled:
+    """Why nobody waits for ``job`` any more: its client left, or its deadline passed."""
+    if job.cancel_reason == "client_disconnected":
+        return Cancelled(f"the client disconnected {when}")
+    return DeadlineExceeded(f"the request's deadline passed {when}")
 
 
 class Worker:
@@ -64,15 +71,13 @@ class Worker:
         live = []
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
-                self.metrics.errors.labels(job.cancel_reason or "cancelled").inc()
-                continue
-            if job.abandoned:
-                job.future.set_exception(
-                    Cancelled(f"gave up while queued ({job.cancel_reason or 'deadline'})")
-                )
-                self.metrics.errors.labels(job.cancel_reason or "deadline").inc()
-                continue
-            live.append(job)
+                self.metrics.errors.labels(_gave_up(job, "while queued").kind).inc()
+            elif job.abandoned:
+                error = _gave_up(job, "while queued")
+                job.future.set_exception(error)
+                self.metrics.errors.labels(error.kind).inc()
+            else:
+                live.append(job)
         return live
 
     def _run_batch(self, jobs: list[Job]) -> None:
@@ -101,12 +106,14 @@ class Worker:
             job.future.set_result(JobResult(image, self._metadata(job, out, began, seconds, len(jobs))))
 
     def _fail(self, jobs: list[Job], err: ServeError) -> None:
-        if not isinstance(err, Cancelled):
+        if isinstance(err, Cancelled):
+            logger.info("batch of %d stopped: %s", len(jobs), err.message)
+        else:
             logger.warning("batch of %d failed: %s", len(jobs), err.message)
         for job in jobs:
-            kind = (job.cancel_reason or "deadline") if isinstance(err, Cancelled) else err.kind
-            self.metrics.errors.labels(kind).inc()
-            job.future.set_exception(err)
+            error = _gave_up(job, "while running") if isinstance(err, Cancelled) else err
+            self.metrics.errors.labels(error.kind).inc()
+            job.future.set_exception(error)
 
     def _metadata(
         self, job: Job, out: BatchOutput, began: float, seconds: float, batch: int

@@ -372,6 +372,25 @@ def test_deadline_answers_504_and_frees_the_worker(serve_run: Path, condition_pn
         assert metric(running.url, "skinforge_serve_errors_total", kind="deadline") == 1
 
 
+def test_a_request_that_gives_up_in_the_queue_frees_its_slot(serve_run: Path, condition_png: bytes) -> None:
+    with BackgroundServer(create_app(config(serve_run, max_queue=1, max_batch=1))) as running:
+        running.wait_ready()
+        with ThreadPoolExecutor(2) as pool:
+            busy = pool.submit(generate, running.url, condition_png, steps=60, seed=0)  # holds the worker
+            deadline = time.monotonic() + 10
+            while metric(running.url, "skinforge_serve_queue_wait_seconds_count") < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            queued = generate(running.url, condition_png, steps=2, seed=1, timeout=0.3)  # waits, gives up
+            assert queued.status_code == 504
+            assert metric(running.url, "skinforge_serve_queue_depth") == 0
+            accepted = pool.submit(generate, running.url, condition_png, steps=2, seed=2)  # the slot is free
+            assert busy.result().status_code == 200
+            assert accepted.result().status_code == 200
+        assert metric(running.url, "skinforge_serve_errors_total", kind="deadline") == 1
+        assert metric(running.url, "skinforge_serve_errors_total", kind="queue_full") == 0
+
+
 def test_client_disconnect_cancels(serve_run: Path, condition_png: bytes) -> None:
     with BackgroundServer(create_app(config(serve_run))) as running:
         running.wait_ready()
