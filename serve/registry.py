@@ -69,6 +69,8 @@ class Registry:
         speed: SpeedSettings,
         report: Path | None = None,
     ) -> None:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device} requested but no CUDA device is available")
         self.sources = resolve_sources(checkpoints, base)  # fails fast, before any load
         self._metrics = report_metrics(report)
         self.device = device

@@ -325,7 +325,7 @@ def test_metrics_names(server: BackgroundServer, condition_png: bytes) -> None:
 
 def test_micro_batching_same_shape(serve_run: Path, condition_png: bytes) -> None:
     """Same-shape requests share a pipeline call; other shapes wait for their own; pictures do not change."""
-    with BackgroundServer(create_app(config(serve_run, max_batch=4, max_wait_ms=400))) as running:
+    with BackgroundServer(create_app(config(serve_run, max_batch=3, max_wait_ms=1000))) as running:
         running.wait_ready()
         alone = [pixels(generate(running.url, condition_png, steps=3, seed=s).content) for s in range(3)]
         wide = png(Image.new("RGB", (SIZE * 2, SIZE)))
