@@ -76,6 +76,12 @@ class TrainConfig:
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this; 0 disables clipping."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A non-finite loss or gradient norm is caught at its step, before the optimizer applies it. `stop`
+    ends the run naming the step, the losses and the batch's records (the newest checkpoint stays the last
+    good one); `skip` drops that step's update (counted as `train/skipped_steps`), at most
+    `max_skipped_steps` times in a row."""
+    max_skipped_steps: int = 5
     diffusion_loss_weight: float = 1.0
     """Weight of the denoising MSE in the total loss; 0 trains on the text loss alone."""
     lr_new_layers: float | None = None
@@ -319,6 +325,7 @@ def validate(config: SkinforgeConfig, check_paths: bool = True) -> list[str]:
         problems.append(
             "validation.every_n_steps is set but neither validation.prompts nor validation.jsonl is"
         )
+    _positive(problems, "train.max_skipped_steps", t.max_skipped_steps, allow_zero=True)
     _positive(problems, "validation.max_records", v.max_records)
     _positive(problems, "validation.edge_tolerance", v.edge_tolerance, allow_zero=True)
     if not 0 < v.convergence_min_gain <= 1:

@@ -40,6 +40,7 @@ from train.encoded_cache import (
     default_cache_root,
 )
 from train.memory_savers import apply_model_savers, controlnet_param_groups, make_optimizer, set_tf32
+from train.nonfinite import NonFiniteError, NonFiniteGuard
 from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
 from train.run_logging import MetricsLog, configure_logging
 from train.sdxl_models import (
@@ -74,6 +75,7 @@ class ControlNetTrainer:
         self.weight_dtype = DTYPES[config.train.mixed_precision]
         self.state = TrainerState(step=0, micro_step=0, epoch=0, batches_into_epoch=0)
         self.convergence = ConvergenceTracker(config.validation.convergence_min_gain)
+        self.nonfinite = NonFiniteGuard(config.train.on_nonfinite, config.train.max_skipped_steps)
 
     # ----------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -124,6 +126,7 @@ class ControlNetTrainer:
         cfg = self.config
         jsonl = Path(cfg.data.train_jsonl)
         records = read_records(jsonl)[: cfg.data.max_records]
+        self.records = records
         logger.info("Dataset %s: %d records", jsonl, len(records))
         cache = EncodedCache(self._encoded_cache_folder(records, jsonl))
         if len(cache) != len(records):
@@ -326,16 +329,26 @@ class ControlNetTrainer:
         with self.accelerator.accumulate(self.controlnet):
             losses = self.compute_losses(batch)
             self.accelerator.backward(losses["total"])
-            if self.accelerator.sync_gradients and self.config.train.max_grad_norm > 0:
-                self.accelerator.clip_grad_norm_(
-                    self.controlnet.parameters(), self.config.train.max_grad_norm
-                )
-            self.optimizer.step()
-            self.lr_scheduler.step()
+            if not self.accelerator.sync_gradients or self._update_is_finite(losses, batch):
+                self.optimizer.step()  # a no-op on micro-steps that accumulate
+                self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=self.config.train.zero_grad_set_to_none)
         self.state.micro_step += 1
         self.state.batches_into_epoch += 1
         return losses
+
+    def _update_is_finite(self, losses: dict[str, torch.Tensor], batch: dict[str, Any]) -> bool:
+        """Clips the gradients (an infinite limit only measures them) and checks losses and norm; False
+        skips the update, a NonFiniteError (recorded in metrics.jsonl) stops the run."""
+        limit = self.config.train.max_grad_norm or math.inf
+        norm = self.accelerator.clip_grad_norm_(self.controlnet.parameters(), limit)
+        records = [self.records[int(i)].image for i in batch["index"]]
+        try:
+            return self.nonfinite.step_is_finite(self.accelerator, self.state.step + 1, losses, norm, records)
+        except NonFiniteError as err:
+            if self.accelerator.is_main_process:
+                self.metrics.write(err.step, {"nonfinite": {k: str(v) for k, v in err.values.items()}})
+            raise
 
     def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Named losses of one micro-batch; `total` is what is back-propagated."""
@@ -348,8 +361,8 @@ class ControlNetTrainer:
                 _metric_name(k): self.accelerator.reduce(v.detach(), "mean").item() for k, v in losses.items()
             }
             values |= self._learning_rates()
-            if not all(math.isfinite(v) for v in values.values()):
-                raise FloatingPointError(f"non-finite loss at step {step}: {values}")
+            if self.nonfinite.skipped_total or cfg.train.on_nonfinite == "skip":
+                values["train/skipped_steps"] = float(self.nonfinite.skipped_total)
             self.accelerator.log(values, step=step)
             if self.accelerator.is_main_process:
                 self.metrics.write(step, values)
@@ -360,6 +373,7 @@ class ControlNetTrainer:
             self._save_checkpoint()
 
     def _save_checkpoint(self) -> None:
+        NonFiniteGuard.check_weights(self.accelerator, self.controlnet.parameters(), self.state.step)
         save_checkpoint(
             self.accelerator,
             self._exportable_models(),
@@ -436,6 +450,7 @@ class ControlNetTrainer:
         """Saves the final ControlNet (and its EMA) in diffusers format and closes the trackers."""
         final = self.output_dir / CONTROLNET_DIR
         self.accelerator.wait_for_everyone()
+        NonFiniteGuard.check_weights(self.accelerator, self.controlnet.parameters(), self.state.step)
         models = self._exportable_models()
         if self.accelerator.is_main_process:
             for name, model in models.items():
