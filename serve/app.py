@@ -46,25 +46,40 @@ def _error(err: ServeError, headers: dict[str, str] | None = None) -> JSONRespon
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
-async def _read_request(request: Request, max_body: int) -> GenerateRequest:
-    """A GenerateRequest from a JSON or multipart body."""
+async def _body(request: Request, max_body: int) -> bytes:
+    """The raw body, refused (413) as soon as it grows past ``max_body``, with or without Content-Length."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_body:
         raise RequestError("body", f"{length} bytes is larger than {max_body}", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_body:
+            raise RequestError("body", f"larger than {max_body} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_request(request: Request, max_body: int) -> GenerateRequest:
+    """A GenerateRequest from a JSON or multipart body (parsed off the event loop: base64 is CPU work)."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body:
+            raise RequestError("body", f"{length} bytes is larger than {max_body}", 413)
         form = await request.form()
         fields: dict[str, Any] = {}
         for key, value in form.multi_items():
             fields[key] = await value.read() if isinstance(value, UploadFile) else value
-        return parse_fields(fields)
+        return await run_in_threadpool(parse_fields, fields)
+    raw = await _body(request, max_body)
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RequestError("body", f"not valid JSON ({err}); send JSON or multipart/form-data", 400) from err
     if not isinstance(body, dict):
         raise RequestError("body", "must be a JSON object")
-    return parse_fields(body)
+    return await run_in_threadpool(parse_fields, body)
 
 
 async def _wait(service: Service, job: Job, request: Request) -> JobResult | None:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -273,6 +274,15 @@ def test_image_limits(serve_run: Path, condition_png: bytes) -> None:
         assert (too_many_bytes.status_code, too_many_bytes.json()["field"]) == (413, "image")
         too_many_pixels = generate(running.url, png(Image.new("RGB", (SIZE * 2, SIZE))), **FAST)
         assert (too_many_pixels.status_code, too_many_pixels.json()["field"]) == (413, "image")
+
+        def chunked() -> Iterator[bytes]:  # no Content-Length: the body is counted as it streams in
+            yield b'{"prompt": "a keyboard skin", "image": "'
+            for _ in range(64):  # past 3 images' worth (base64) plus 1 MiB of fields
+                yield b"A" * 65536
+            yield b'"}'
+
+        streamed = httpx.post(running.url + "/generate", content=chunked(), timeout=60)
+        assert (streamed.status_code, streamed.json()["field"]) == (413, "body")
         assert generate(running.url, condition_png, **FAST).status_code == 200
 
 
