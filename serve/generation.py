@@ -67,6 +67,8 @@ def _denoise(registry: Registry, jobs: list[Job], watcher: StepWatcher, out: Bat
     out.scheduler = type(view.denoiser.scheduler).__name__
     compiled = bool(view.eager)
     watcher.reset()
+    if watcher.threshold is not None:
+        watcher.watch(view.denoiser.scheduler)
     try:
         latents = denoise_latents(
             view, [j.prompt for j in jobs], [j.condition for j in jobs], [j.seed for j in jobs],
@@ -84,6 +86,8 @@ def _denoise(registry: Registry, jobs: list[Job], watcher: StepWatcher, out: Bat
         if compiled and not view.eager:  # inference's compile fallback ran eager modules
             registry.to_eager(first.checkpoint)
             out.fallbacks.append("compile_eager")
+    if watcher.stopped_early and watcher.estimate is not None:
+        return watcher.estimate  # the sampler's clean prediction, not the half-denoised latents
     return latents
 
 
