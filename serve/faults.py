@@ -12,6 +12,8 @@ exception a GPU would raise; nothing of the pipeline is mocked. Enabled only by 
 * ``oom_decode``: the VAE decoder always runs out of memory;
 * ``nan_vae_fp16``: the VAE decoder returns NaNs while it runs in float16 (SDXL's VAE overflow);
 * ``compile_error``: the compiled UNet/ControlNet fail to compile at their first call;
+* ``error_once``: the UNet raises a RuntimeError at its first call (an unexpected bug: 500, and the
+  worker must go on);
 * ``slow_load=MS``: loading takes MS milliseconds longer (to see the "loading" state of /healthz).
 """
 
@@ -38,6 +40,7 @@ FAULT_NAMES = (
     "nan_vae_fp16",
     "compile_error",
     "slow_load",
+    "error_once",
 )
 
 
@@ -84,13 +87,17 @@ def inject(registry: Registry, faults: dict[str, int | None]) -> None:
 def _unet_faults(unet: torch.nn.Module, faults: dict[str, int | None]) -> None:
     limit = faults.get("oom_denoise_above")
     always = "oom_denoise" in faults
+    errors_left = [1 if "error_once" in faults else 0]
 
     def pre_hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         sample = args[0] if args else kwargs["sample"]
         if always or (limit is not None and sample.shape[0] > limit):
             raise _out_of_memory(f"the UNet, batch of {sample.shape[0]} rows")
+        if errors_left[0]:
+            errors_left[0] -= 1
+            raise RuntimeError(f"injected by {ENV}: an unexpected error in the UNet")
 
-    if always or limit is not None:
+    if always or limit is not None or errors_left[0]:
         unet.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
 

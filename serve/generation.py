@@ -61,7 +61,11 @@ def _free_device_memory() -> None:
 
 
 def _denoise(registry: Registry, jobs: list[Job], watcher: StepWatcher, out: BatchOutput) -> torch.Tensor:
-    """Latents of ``jobs``; on OOM the batch is split in halves, each with a fresh pipeline view."""
+    """Latents of ``jobs``; on OOM the batch is split in halves, each with a fresh pipeline view.
+
+    The retry happens after the ``except`` block: while the exception lives, its traceback keeps the
+    failed call's activations alive and emptying the cache could not give their memory back.
+    """
     first = jobs[0]
     view = registry.view(first.checkpoint, first.scheduler)
     out.scheduler = type(view.denoiser.scheduler).__name__
@@ -69,26 +73,39 @@ def _denoise(registry: Registry, jobs: list[Job], watcher: StepWatcher, out: Bat
     watcher.reset()
     if watcher.threshold is not None:
         watcher.watch(view.denoiser.scheduler)
+    out_of_memory = ""
     try:
         latents = denoise_latents(
             view, [j.prompt for j in jobs], [j.condition for j in jobs], [j.seed for j in jobs],
             first.size, settings_of(first), on_step=watcher,
         )  # fmt: skip
     except torch.OutOfMemoryError as err:
-        _free_device_memory()
-        if len(jobs) == 1:
-            raise DeviceOutOfMemory(f"out of device memory while denoising one image: {err}") from err
-        logger.warning("out of memory denoising %d images; retrying in halves (%s)", len(jobs), err)
-        out.fallbacks.append("oom_smaller_batch")
-        half = len(jobs) // 2
-        return torch.cat([_denoise(registry, part, watcher, out) for part in (jobs[:half], jobs[half:])])
+        out_of_memory = str(err) or "out of memory"
     finally:
         if compiled and not view.eager:  # inference's compile fallback ran eager modules
             registry.to_eager(first.checkpoint)
             out.fallbacks.append("compile_eager")
+    if out_of_memory:
+        _free_device_memory()
+        if len(jobs) == 1:
+            raise DeviceOutOfMemory(f"out of device memory while denoising one image: {out_of_memory}")
+        logger.warning("out of memory denoising %d images; retrying in halves (%s)", len(jobs), out_of_memory)
+        out.fallbacks.append("oom_smaller_batch")
+        half = len(jobs) // 2
+        return torch.cat([_denoise(registry, part, watcher, out) for part in (jobs[:half], jobs[half:])])
     if watcher.stopped_early and watcher.estimate is not None:
         return watcher.estimate  # the sampler's clean prediction, not the half-denoised latents
     return latents
+
+
+def _try_decode(denoiser: object, latents: torch.Tensor) -> torch.Tensor | str:
+    """Decoded pixels (-1..1), or the out-of-memory message (so the caller frees memory outside
+    the exception's lifetime)."""
+    try:
+        with torch.inference_mode():
+            return decode_latents(denoiser, latents, output_type="pt")  # type: ignore[arg-type,return-value]
+    except torch.OutOfMemoryError as err:
+        return str(err) or "out of memory"
 
 
 def _decode_pixels(
@@ -96,26 +113,25 @@ def _decode_pixels(
 ) -> torch.Tensor:
     """Decoded pixels (-1..1); on OOM once more with VAE tiling."""
     denoiser = registry.base_of(checkpoint).denoiser
+    pixels = _try_decode(denoiser, latents)
+    if not isinstance(pixels, str):
+        return pixels
+    _free_device_memory()
+    vae = denoiser.vae
+    if vae.use_tiling:
+        raise DeviceOutOfMemory(f"out of device memory while decoding with VAE tiling: {pixels}")
+    logger.warning("out of memory decoding %d images; decoding in tiles (%s)", len(latents), pixels)
+    out.fallbacks.append("oom_vae_tiling")
+    vae.enable_tiling()
     try:
-        with torch.inference_mode():
-            return decode_latents(denoiser, latents, output_type="pt")  # type: ignore[return-value]
-    except torch.OutOfMemoryError as err:
+        pixels = _try_decode(denoiser, latents)
+    finally:
+        if not registry.speed.vae_tiling:
+            vae.disable_tiling()
+    if isinstance(pixels, str):
         _free_device_memory()
-        vae = denoiser.vae
-        if vae.use_tiling:
-            raise DeviceOutOfMemory(f"out of device memory while decoding with VAE tiling: {err}") from err
-        logger.warning("out of memory decoding %d images; decoding in tiles (%s)", len(latents), err)
-        out.fallbacks.append("oom_vae_tiling")
-        vae.enable_tiling()
-        try:
-            with torch.inference_mode():
-                return decode_latents(denoiser, latents, output_type="pt")  # type: ignore[return-value]
-        except torch.OutOfMemoryError as again:
-            _free_device_memory()
-            raise DeviceOutOfMemory(f"out of device memory while decoding, even in tiles: {again}") from again
-        finally:
-            if not registry.speed.vae_tiling:
-                vae.disable_tiling()
+        raise DeviceOutOfMemory(f"out of device memory while decoding, even in tiles: {pixels}")
+    return pixels
 
 
 def _decode(

@@ -76,6 +76,16 @@ def test_oom_with_nothing_left_is_a_clear_503(serve_run: Path, condition_png: by
         assert httpx.get(running.url + "/healthz").status_code == 200  # the worker lives on
 
 
+def test_an_unexpected_error_is_a_500_and_the_worker_goes_on(serve_run: Path, condition_png: bytes) -> None:
+    with _serve(serve_run, faults=("error_once",)) as running:
+        running.wait_ready()
+        failed = generate(running.url, condition_png, **FAST)
+        assert failed.status_code == 500 and failed.json()["kind"] == "internal"
+        assert "RuntimeError" in failed.json()["error"]
+        assert generate(running.url, condition_png, **FAST).status_code == 200
+        assert metric(running.url, "skinforge_serve_errors_total", kind="internal") == 1
+
+
 def test_oom_while_decoding_uses_vae_tiling(serve_run: Path, condition_png: bytes) -> None:
     with _serve(serve_run, faults=("oom_decode_untiled",)) as running:
         running.wait_ready()
