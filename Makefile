@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo skins-demo test test-fast lint bench clean
+.PHONY: install demo skins-demo tiny-base test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ skins-demo: $(STAMP)
 	$(PY) -m data validate $(SKINS_DEMO)/captioned/train.jsonl --open-images
 	$(PY) -m data stats $(SKINS_DEMO)/captioned/train.jsonl
 
+# Retrain the shipped base (assets/tiny-sdxl-trained) from its recipe: ~15-20 min on 2 CPU cores.
+tiny-base: $(STAMP)
+	OMP_NUM_THREADS=2 $(PY) -m train.tiny_base assets/tiny-sdxl-trained --overwrite --work-dir build/tiny-base
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -45,4 +49,4 @@ bench: $(STAMP)
 	$(PY) bench/bench_train_step.py
 
 clean:
-	rm -rf runs/fill_tiny datasets/fill_tiny reports/fill_tiny models/tiny-sdxl $(SKINS_DEMO) models/tiny-blip
+	rm -rf runs/fill_demo datasets/fill_demo datasets/fill_demo_val reports/fill_demo $(SKINS_DEMO) models/tiny-blip
