@@ -18,14 +18,14 @@ def reset_accelerator() -> None:
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def set_up_trainer(overrides: list[str]) -> ControlNetTrainer:
-    trainer = ControlNetTrainer(load_config(CONFIG, overrides))
+def set_up_trainer(overrides: list[str], config: str = CONFIG) -> ControlNetTrainer:
+    trainer = ControlNetTrainer(load_config(config, overrides))
     trainer.setup()
     return trainer
 
 
-def run_training(overrides: list[str]) -> ControlNetTrainer:
-    trainer = set_up_trainer(overrides)
+def run_training(overrides: list[str], config: str = CONFIG) -> ControlNetTrainer:
+    trainer = set_up_trainer(overrides, config)
     trainer.train()
     trainer.cleanup()
     reset_accelerator()

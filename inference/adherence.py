@@ -1,0 +1,76 @@
+"""Does a ControlNet follow its condition? Measured through plain diffusers, no skinforge pipeline code.
+
+`StableDiffusionXLControlNetPipeline.from_pretrained(base, controlnet=...)` with the base's own scheduler
+generates each held-out record's condition; each image is scored with the edge F1 within `tolerance`
+pixels (inference.metrics: Canny 100/200 of the image against the condition's outline) and, for fill
+records, the IoU of the generated circle with the condition's disk (inference.fill_metrics). A fresh
+`ControlNetModel.from_unet` (zero output convolutions: no control at all) is the baseline any claim is
+made against. This is the yardstick of the demo's README numbers and of the learning test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline, UNet2DConditionModel
+from PIL import Image
+
+from data.records import read_records, resolve_path
+from inference.fill_metrics import circle_iou
+from inference.metrics import EdgeSettings, edge_scores
+
+__all__ = ["Adherence", "measure_adherence", "no_control"]
+
+
+@dataclass(frozen=True)
+class Adherence:
+    edge_f1_tolerant: float
+    circle_iou: float | None
+    """Mean over fill records; None when no record is a fill record."""
+    images: list[Image.Image]
+
+
+def no_control(base: str | Path) -> ControlNetModel:
+    """A ControlNet as training starts from the UNet: its output convolutions are zero, so no control."""
+    return ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(base, subfolder="unet"))
+
+
+@torch.no_grad()
+def measure_adherence(
+    base: str | Path,
+    controlnet: ControlNetModel | str | Path,
+    jsonl: Path,
+    seeds: Sequence[int] = (0,),
+    steps: int = 20,
+    guidance_scale: float = 5.0,
+    tolerance: int = 2,
+) -> Adherence:
+    """Generates every record of `jsonl` × `seeds` at the condition's size and scores the images."""
+    if not isinstance(controlnet, ControlNetModel):
+        controlnet = ControlNetModel.from_pretrained(controlnet)
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(base, controlnet=controlnet)
+    pipe.set_progress_bar_config(disable=True)
+    settings = EdgeSettings(tolerance=tolerance)
+    f1s, ious, images = [], [], []
+    for record in read_records(jsonl):
+        with Image.open(resolve_path(jsonl.parent, record.conditioning_image)) as image:
+            condition = image.convert("RGB")
+        for seed in seeds:
+            generated = pipe(
+                record.text,
+                image=condition,
+                num_inference_steps=steps,
+                guidance_scale=guidance_scale,
+                height=condition.height,
+                width=condition.width,
+                generator=torch.Generator().manual_seed(seed),
+            ).images[0]
+            images.append(generated)
+            f1s.append(edge_scores(generated, condition, settings).f1_tolerant)
+            if (iou := circle_iou(generated, condition, record.text)) is not None:
+                ious.append(iou)
+    return Adherence(float(np.mean(f1s)), float(np.mean(ious)) if ious else None, images)
