@@ -18,7 +18,8 @@ accelerate launch --config_file launch/accelerate/cpu_1proc.yaml train/train_con
     data.train_jsonl="$out/datasets/fill_demo/train.jsonl" \
     validation.jsonl="$out/datasets/fill_demo_val/train.jsonl" \
     train.output_dir="$run" "$@"
-python -m inference --checkpoint "$run"/checkpoint-* "$run" \
+mapfile -t checkpoints < <(printf '%s\n' "$run"/checkpoint-* | sort -V)  # by step, not as text
+python -m inference --checkpoint "${checkpoints[@]}" "$run" \
     --data "$out/datasets/fill_demo_val/train.jsonl" --out "$out/reports/fill_demo" --steps 20 --seeds 0
 
 echo

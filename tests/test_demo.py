@@ -1,4 +1,5 @@
-"""The README's main job, end to end in a fresh folder: tiny SDXL + fill data -> train -> infer -> report."""
+"""The README's main job, end to end in a fresh folder: shipped trained base + fill data -> train (with
+validation and the convergence signal) -> infer every checkpoint -> report."""
 
 from __future__ import annotations
 
@@ -17,29 +18,35 @@ ROOT = Path(__file__).parent.parent
 
 
 @pytest.mark.slow
-def test_demo_script_trains_and_reports(tmp_path: Path) -> None:
+def test_demo_script_trains_validates_and_reports(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "DEMO_DIR": str(tmp_path),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
     result = subprocess.run(
-        ["bash", str(ROOT / "scripts/demo.sh"), "log.progress_bar=false"],
+        ["bash", str(ROOT / "scripts/demo.sh"), "log.progress_bar=false", "train.max_steps=100",
+         "checkpoint.every_n_steps=50", "validation.num_inference_steps=4"],
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
 
-    run = tmp_path / "runs/fill_tiny"
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-1] == 240
-    assert [p.name for p in list_checkpoints(run)] == ["checkpoint-160", "checkpoint-240"]
-    report = json.loads((tmp_path / "reports/fill_tiny/report.json").read_text())
-    assert [c["name"] for c in report["checkpoints"]] == ["checkpoint-160", "fill_tiny"]
-    html = (tmp_path / "reports/fill_tiny/report.html").read_text()
-    assert "checkpoint-160" in html and "<table" in html
-    assert (tmp_path / "reports/fill_tiny/metrics.csv").is_file()
-    with Image.open(tmp_path / "reports/fill_tiny/grid.png") as grid:
-        assert grid.width >= 4 * 256 and grid.height >= 4 * 256
+    run = tmp_path / "runs/fill_demo"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 100
+    validated = [m["step"] for m in metrics if "validation/edge_f1_tolerant" in m]
+    assert validated == [0, 50, 100]
+    assert "convergence" in result.stderr  # the run's last word on it, converged or not
+    assert [p.name for p in list_checkpoints(run)] == ["checkpoint-0", "checkpoint-50", "checkpoint-100"]
+    state = json.loads((run / "checkpoint-100" / "trainer_state.json").read_text())
+    assert [step for step, _ in state["convergence"]["history"]] == [0, 50, 100]
+    report = json.loads((tmp_path / "reports/fill_demo/report.json").read_text())
+    names = [c["name"] for c in report["checkpoints"]]
+    assert names == ["checkpoint-0", "checkpoint-50", "checkpoint-100", "fill_demo"]
+    html = (tmp_path / "reports/fill_demo/report.html").read_text()
+    assert "checkpoint-0" in html and "<table" in html
+    with Image.open(tmp_path / "reports/fill_demo/grid.png") as grid:
+        assert grid.width >= 6 * 256 and grid.height >= 8 * 256

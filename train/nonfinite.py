@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,11 @@ class NonFiniteError(FloatingPointError):
 
 
 def _any_rank(accelerator: Accelerator, bad: bool) -> bool:
+    """`bad` on any rank. Only where ranks can disagree: an all-reduce of a Python-made tensor per step
+    costs a sync, and one still being released by gloo's worker thread when the process exits deadlocks
+    interpreter shutdown (the thread waits for the GIL that shutdown holds)."""
+    if accelerator.num_processes == 1:
+        return bad
     flag = torch.tensor(float(bad), device=accelerator.device)
     return bool(accelerator.reduce(flag, "sum").item() > 0)
 
@@ -55,7 +61,10 @@ class NonFiniteGuard:
         if grad_norm is not None:
             values.append(grad_norm.detach().float().reshape(()).to(values[0].device))
         bad_here = not bool(torch.stack(values).isfinite().all())
-        if not _any_rank(accelerator, bad_here):
+        # With a gradient norm every rank decides alike on its own: gradients are all-reduced (DDP) or
+        # the norm is global (FSDP), so a NaN loss on one rank is a NaN norm on all. DeepSpeed gives none.
+        bad = bad_here if grad_norm is not None else _any_rank(accelerator, bad_here)
+        if not bad:
             self.skipped_in_a_row = 0
             return True
         what = {k: float(v.detach()) for k, v in losses.items()}
@@ -84,7 +93,8 @@ class NonFiniteGuard:
         """Raises NonFiniteError if any weight (of this rank's shard) is NaN/Inf: nothing is saved then."""
         params = [p.detach() for p in parameters]
         bad_here = bool(params) and not bool(torch.stack([p.isfinite().all() for p in params]).all())
-        if _any_rank(accelerator, bad_here):
+        sharded = accelerator.distributed_type == DistributedType.FSDP  # elsewhere every rank has all
+        if _any_rank(accelerator, bad_here) if sharded else bad_here:
             raise NonFiniteError(
                 f"the ControlNet's weights are non-finite after step {step} (a finite update overflowed "
                 "them: the learning rate is far too high?); no checkpoint written for this step, the "
