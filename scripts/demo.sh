@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 out=${DEMO_DIR:-.}
-base=assets/tiny-sdxl-trained
+base="$PWD/assets/tiny-sdxl-trained"  # absolute: the run records it for inference and serving
 run="$out/runs/fill_demo"
 
 python -m data fill --out "$out/datasets/fill_demo" --n 512 --resolution 128 --seed 0
