@@ -23,7 +23,7 @@ from inference.evaluate import MetricSettings
 from inference.metrics import EdgeSettings
 from inference.pipeline import GenerationSettings
 from inference.protocols import NATIVE, PROTOCOLS
-from inference.settings import DTYPES, SCHEDULER_NAMES, SpeedSettings
+from inference.settings import DTYPES, SCHEDULER_NAMES, speed_from_args
 from inference.sources import AUTO
 from recognizer.ocr import OcrConfig
 
@@ -169,20 +169,6 @@ def _settings(args: argparse.Namespace) -> GenerationSettings:
     )
 
 
-def _speed(args: argparse.Namespace) -> SpeedSettings:
-    return SpeedSettings(
-        unet_dtype=args.unet_dtype,
-        vae_dtype=args.vae_dtype,
-        text_encoder_dtype=args.text_encoder_dtype,
-        attention=args.attention,
-        compile=args.compile,
-        channels_last=args.channels_last,
-        vae_tiling=args.vae_tiling,
-        vae_slicing=args.vae_slicing,
-        cpu_offload=args.cpu_offload,
-    )
-
-
 def _metrics(args: argparse.Namespace) -> MetricSettings | None:
     if args.no_metrics:
         return None
@@ -224,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             device=args.device,
             dtype=None if args.dtype == "auto" else DTYPES[args.dtype],
-            speed=_speed(args),
+            speed=speed_from_args(args),
             metrics=_metrics(args),
             base_controlnet=args.base_controlnet,
         )

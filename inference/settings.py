@@ -7,6 +7,7 @@ output folder (dtype makes tiny pixel differences, not different pictures).
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import Literal
 
@@ -138,3 +139,18 @@ class ComponentDtypes:
             "vae": dtype_name(self.vae),
             "text_encoders": dtype_name(self.text_encoders),
         }
+
+
+def speed_from_args(args: argparse.Namespace) -> SpeedSettings:
+    """The speed options shared by `python -m inference` and `python -m serve`, from their parsed flags."""
+    return SpeedSettings(
+        unet_dtype=args.unet_dtype,
+        vae_dtype=args.vae_dtype,
+        text_encoder_dtype=args.text_encoder_dtype,
+        attention=args.attention,
+        compile=args.compile,
+        channels_last=args.channels_last,
+        vae_tiling=args.vae_tiling,
+        vae_slicing=args.vae_slicing,
+        cpu_offload=args.cpu_offload,
+    )

@@ -17,7 +17,7 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from data.host_memory import keep_freed_memory
-from inference.settings import DTYPES, SpeedSettings
+from inference.settings import DTYPES, speed_from_args
 from serve.config import Limits, ServeConfig
 
 logger = logging.getLogger("serve")
@@ -100,17 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    speed = SpeedSettings(
-        unet_dtype=args.unet_dtype,
-        vae_dtype=args.vae_dtype,
-        text_encoder_dtype=args.text_encoder_dtype,
-        attention=args.attention,
-        compile=args.compile,
-        channels_last=args.channels_last,
-        vae_tiling=args.vae_tiling,
-        vae_slicing=args.vae_slicing,
-        cpu_offload=args.cpu_offload,
-    )
+    speed = speed_from_args(args)
     limits = Limits(
         max_steps=args.max_steps,
         min_side=args.min_side,
