@@ -57,6 +57,14 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def _condition(uploaded: Image.Image | None, drawn: Any) -> Image.Image:
+    """The uploaded image, else the drawn one; a message naming what to do when there is neither."""
+    condition = uploaded if uploaded is not None else _editor_image(drawn)
+    if condition is None:
+        raise gr.Error("Upload or draw a control image first (or press 'Example condition').")
+    return condition
+
+
 def _editor_image(value: Any) -> Image.Image | None:
     """The picture of a gr.Sketchpad/ImageEditor value (its composite: background plus drawn layers)."""
     if value is None:
@@ -135,9 +143,7 @@ class Playground:
         high: float,
         *settings: Any,
     ) -> tuple:
-        condition = uploaded if uploaded is not None else _editor_image(drawn)
-        if condition is None:
-            raise gr.Error("Upload or draw a control image first (or press 'Example condition').")
+        condition = _condition(uploaded, drawn)
         fields = {**self._fields(*settings), "checkpoint": checkpoint}
         try:
             request = self._request(fields, condition, canny, int(low), int(high))
@@ -157,9 +163,7 @@ class Playground:
         *settings: Any,
     ) -> tuple:
         """One condition and prompt through several checkpoints (same seed), side by side."""
-        condition = uploaded if uploaded is not None else _editor_image(drawn)
-        if condition is None:
-            raise gr.Error("Upload or draw a control image first (or press 'Example condition').")
+        condition = _condition(uploaded, drawn)
         if not checkpoints:
             raise gr.Error("Pick at least one checkpoint to compare.")
         fields = self._fields(*settings)

@@ -72,9 +72,10 @@ def test_shipped_vae_reconstructs_held_out_images(
 
 
 @torch.no_grad()
-def _denoising_loss(pipe: StableDiffusionXLPipeline, latents_vae: AutoencoderKL, texts: list[str]) -> float:
+def _denoising_loss(
+    pipe: StableDiffusionXLPipeline, latents_vae: AutoencoderKL, images: np.ndarray, texts: list[str]
+) -> float:
     """Mean epsilon MSE over fixed timesteps and noise, on latents of `latents_vae` (the shipped one)."""
-    images, _ = _held_out_fill(len(texts))
     pixels = torch.from_numpy(images).float() / 127.5 - 1
     latents = latents_vae.encode(pixels).latent_dist.mode() * latents_vae.config.scaling_factor
     encoders = PromptEncoders((pipe.tokenizer, pipe.tokenizer_2), (pipe.text_encoder, pipe.text_encoder_2))
@@ -100,9 +101,9 @@ def _denoising_loss(pipe: StableDiffusionXLPipeline, latents_vae: AutoencoderKL,
 def test_shipped_unet_denoises_held_out_latents(
     shipped: StableDiffusionXLPipeline, random_twin: StableDiffusionXLPipeline
 ) -> None:
-    _, texts = _held_out_fill()
-    trained = _denoising_loss(shipped, shipped.vae, texts)
-    untrained = _denoising_loss(random_twin, shipped.vae, texts)
+    images, texts = _held_out_fill()
+    trained = _denoising_loss(shipped, shipped.vae, images, texts)
+    untrained = _denoising_loss(random_twin, shipped.vae, images, texts)
     assert trained < 0.1 < untrained, (trained, untrained)
 
 

@@ -151,8 +151,8 @@ def train_base(out: Path, recipe: BaseRecipe, work: Path) -> dict[str, object]:
     pipe.save_pretrained(out, safe_serialization=True)
     grid, sample_scores = sample_grid(pipe, SAMPLE_PROMPTS, seeds=(0, 1, 2, 3))
     atomic_save_image(grid, out / SAMPLES_FILE)
-    reused_vae = vae_stage["train_seconds"] if timings["vae_s"] and vae_stage.get("reused") else 0.0
-    timings["total_s"] = time.perf_counter() - start + reused_vae  # as if the VAE had been trained now
+    reused_vae_s = timings["vae_s"] if vae_stage.get("reused") else 0.0
+    timings["total_s"] = time.perf_counter() - start + reused_vae_s  # as if the VAE had been trained now
     return {
         "recipe": dataclasses.asdict(recipe),
         "vae_scaling_factor": pipe.vae.config.scaling_factor,

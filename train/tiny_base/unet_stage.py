@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +41,7 @@ def cached_tensors(cache: EncodedCache) -> dict[str, torch.Tensor]:
     return {key: torch.stack([row[key] for row in rows]).float() for key in rows[0]}
 
 
-def _warmup_cosine(recipe: UnetRecipe) -> callable:
+def _warmup_cosine(recipe: UnetRecipe) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < recipe.warmup_steps:
             return (step + 1) / recipe.warmup_steps

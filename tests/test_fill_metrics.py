@@ -1,0 +1,35 @@
+"""Circle IoU of fill records, and adherence measured through plain diffusers on the shipped base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.fill import build_fill, fill_record
+from inference.adherence import measure_adherence, no_control
+from inference.fill_metrics import circle_iou, condition_disk, fill_colours
+
+BASE = Path(__file__).parent.parent / "assets" / "tiny-sdxl-trained"
+
+
+def test_a_records_own_image_fills_its_outline_and_another_does_not() -> None:
+    image, condition, text = fill_record(3, 128, seed=0)
+    other, other_condition, _ = fill_record(4, 128, seed=0)
+    assert fill_colours(text) is not None
+    assert circle_iou(image, condition, text) > 0.9
+    assert circle_iou(other, condition, text) < 0.5
+    disk = condition_disk(condition)
+    assert 0 < disk.mean() < 1 and not (disk & condition_disk(other_condition)).all()
+
+
+def test_non_fill_prompts_get_no_circle_score() -> None:
+    image, condition, _ = fill_record(0, 64, seed=0)
+    assert fill_colours("a keyboard skin") is None
+    assert circle_iou(image, condition, "a keyboard skin") is None
+
+
+def test_adherence_through_plain_diffusers(tmp_path: Path) -> None:
+    jsonl = build_fill(tmp_path / "val", n=1, resolution=128, seed=1)
+    result = measure_adherence(BASE, no_control(BASE), jsonl, seeds=(0, 1), steps=2)
+    assert len(result.images) == 2 and all(image.size == (128, 128) for image in result.images)
+    assert 0 <= result.edge_f1_tolerant <= 1
+    assert result.circle_iou is not None and 0 <= result.circle_iou <= 1
