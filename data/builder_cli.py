@@ -9,21 +9,38 @@ A builder module adds its subcommand with::
         parser.set_defaults(func=lambda args: run_cli(args, "grey", grey, GreySettings(args.level)))
 
 and :func:`run_cli` loads ``--in``, runs :func:`data.runner.run_builder` with the common flags and
-turns the summary into an exit status.
+turns the summary into an exit status: non-zero when any record failed (a script must be able to
+notice a partial dataset) unless ``--allow-failures``. A builder that keeps the pictures' geometry also
+carries the input's ``labels.jsonl`` (:mod:`data.known_labels`) into its output, so ``glyph`` further
+down the chain finds the true labels.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from data.inputs import input_root, load_items
-from data.runner import Built, Item, run_builder
+from data.known_labels import LABELS_FILE
+from data.runner import BuildSummary, Built, Item, run_builder
 
-__all__ = ["add_builder_args", "non_negative_int", "positive_int", "run_cli"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "add_allow_failures",
+    "add_builder_args",
+    "build_from_args",
+    "carry_labels",
+    "exit_status",
+    "non_negative_int",
+    "positive_int",
+    "run_cli",
+]
 
 S = TypeVar("S")
 
@@ -66,12 +83,64 @@ def add_builder_args(parser: argparse.ArgumentParser, folder_input: bool = True)
         action="store_true",
         help="accept lossy conversions of CMYK, 16-bit and transparent images (else they are failures)",
     )
+    add_allow_failures(parser)
+
+
+def add_allow_failures(parser: argparse.ArgumentParser) -> None:
+    """``--allow-failures``: exit 0 even though some records failed (they are in failed.jsonl)."""
+    parser.add_argument(
+        "--allow-failures",
+        action="store_true",
+        help="exit 0 when some records failed (default: exit 1, so scripts notice a partial dataset)",
+    )
+
+
+def exit_status(summary: BuildSummary, allow_failures: bool) -> int:
+    """1 if nothing was written, or if records failed and that is not allowed; else 0."""
+    if not summary.written:
+        return 1
+    if summary.failed and not allow_failures:
+        failed = summary.jsonl.parent / "failed.jsonl"
+        logger.error(
+            "%s: %d record%s failed (listed in %s); the dataset holds the other %d. Fix or remove them "
+            "and re-run (finished records are kept), or pass --allow-failures to accept a partial dataset",
+            summary.name,
+            len(summary.failed),
+            "" if len(summary.failed) == 1 else "s",
+            failed,
+            summary.written,
+        )
+        return 1
+    return 0
+
+
+def carry_labels(source: Path, out: Path) -> None:
+    """Copy the input's ``labels.jsonl`` (true labels, image pixels) into ``out`` if it has one."""
+    labels = input_root(source) / LABELS_FILE
+    if labels.is_file() and out.is_dir():
+        shutil.copyfile(labels, out / LABELS_FILE)
+        logger.info("known labels carried along: %s", out / LABELS_FILE)
 
 
 def run_cli(
-    args: argparse.Namespace, name: str, builder: Callable[[Item, Path, S], Built], settings: S
+    args: argparse.Namespace,
+    name: str,
+    builder: Callable[[Item, Path, S], Built],
+    settings: S,
+    keeps_geometry: bool = True,
 ) -> int:
-    """Run ``builder`` as the subcommand's args say; exit status 1 if nothing could be built."""
+    """Run ``builder`` as the subcommand's args say; the exit status of :func:`exit_status`."""
+    return exit_status(build_from_args(args, name, builder, settings, keeps_geometry), args.allow_failures)
+
+
+def build_from_args(
+    args: argparse.Namespace,
+    name: str,
+    builder: Callable[[Item, Path, S], Built],
+    settings: S,
+    keeps_geometry: bool = True,
+) -> BuildSummary:
+    """Run ``builder`` over ``--in`` into ``--out`` with the common flags; the run's summary."""
     out, root = args.out.resolve(), input_root(args.input)
     if out == root or (args.input.is_dir() and out.is_relative_to(root)):
         raise ValueError(f"--out {args.out} is inside the input {args.input}; write to a new folder")
@@ -86,4 +155,10 @@ def run_cli(
         strict=args.strict,
         overwrite=args.overwrite,
     )
-    return 0 if summary.written else 1
+    if keeps_geometry:
+        carry_labels(args.input, args.out)
+    elif (root / LABELS_FILE).is_file():
+        logger.warning(
+            "%s not carried: %s moves pixels, so its rectangles no longer apply", LABELS_FILE, name
+        )
+    return summary

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from data.batch_runner import run_batched
-from data.builder_cli import add_builder_args, positive_int
+from data.builder_cli import add_builder_args, carry_labels, exit_status, positive_int
 from data.image_io import DEFAULT_PNG_COMPRESSION, Decoded, link_or_copy, place_image, read_image
 from data.inputs import input_record, input_root, load_items
 from data.records import Record
@@ -142,7 +142,8 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         strict=args.strict,
         overwrite=args.overwrite,
     )
-    return 0 if summary.written else 1
+    carry_labels(args.input, args.out)
+    return exit_status(summary, args.allow_failures)
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

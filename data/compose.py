@@ -13,6 +13,7 @@ cannot be decoded) fails the skin with the path and reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,15 @@ from data.layout import ElementSpec, LayoutSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ComposedSkin", "ElementError", "compose_skin", "find_element", "fit_element"]
+__all__ = [
+    "ComposedSkin",
+    "ElementError",
+    "Placement",
+    "compose_skin",
+    "find_element",
+    "fit_element",
+    "placement",
+]
 
 ALPHA_OPAQUE = 128  # alpha at or above this counts as part of the element (shadows and plates are fainter)
 
@@ -66,19 +75,51 @@ def _load_rgba(path: Path) -> Image.Image:
         raise ElementError(f"cannot read element image ({type(exc).__name__}: {exc})", path) from exc
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where an element image lands: canvas = element pixels * scale + offset, clipped to ``rect``."""
+
+    size: tuple[int, int]  # the resized element image, before a cover crop
+    scale: tuple[float, float]
+    offset: tuple[int, int]  # canvas position of the resized image's top-left corner
+    rect: tuple[int, int, int, int]  # x0, y0, x1, y1 the placed pixels cover on the canvas
+
+    def map_box(self, box: Sequence[float]) -> tuple[float, float, float, float] | None:
+        """An ``(x0, y0, x1, y1)`` box in element pixels on the canvas, clipped; None if cropped away."""
+        (sx, sy), (ox, oy), (cx0, cy0, cx1, cy1) = self.scale, self.offset, self.rect
+        x0, x1 = max(cx0, box[0] * sx + ox), min(cx1, box[2] * sx + ox)
+        y0, y1 = max(cy0, box[1] * sy + oy), min(cy1, box[3] * sy + oy)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def placement(image_size: tuple[int, int], spec: ElementSpec) -> Placement:
+    """How :func:`fit_element` resizes and positions an image of ``image_size`` for ``spec``."""
+    x, y, width, height = spec.rect
+    image_w, image_h = image_size
+    if spec.fit == "stretch":
+        return Placement(
+            (width, height), (width / image_w, height / image_h), (x, y), (x, y, x + width, y + height)
+        )
+    scale_x, scale_y = width / image_w, height / image_h
+    scale = min(scale_x, scale_y) if spec.fit == "contain" else max(scale_x, scale_y)
+    size = (max(1, round(image_w * scale)), max(1, round(image_h * scale)))
+    factors = (size[0] / image_w, size[1] / image_h)
+    if spec.fit == "contain":
+        left, top = x + (width - size[0]) // 2, y + (height - size[1]) // 2
+        return Placement(size, factors, (left, top), (left, top, left + size[0], top + size[1]))
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2  # cover: centre crop
+    return Placement(size, factors, (x - left, y - top), (x, y, x + width, y + height))
+
+
 def fit_element(image: Image.Image, spec: ElementSpec) -> tuple[Image.Image, tuple[int, int]]:
     """Resize ``image`` for its rectangle; return it and its top-left canvas position."""
-    x, y, width, height = spec.rect
-    if spec.fit == "stretch":
-        return image.resize((width, height), Image.Resampling.LANCZOS), (x, y)
-    scale_x, scale_y = width / image.width, height / image.height
-    scale = min(scale_x, scale_y) if spec.fit == "contain" else max(scale_x, scale_y)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    resized = image.resize(size, Image.Resampling.LANCZOS)
-    if spec.fit == "contain":
-        return resized, (x + (width - size[0]) // 2, y + (height - size[1]) // 2)
-    left, top = (size[0] - width) // 2, (size[1] - height) // 2  # cover: centre crop
-    return resized.crop((left, top, left + width, top + height)), (x, y)
+    where = placement(image.size, spec)
+    resized = image.resize(where.size, Image.Resampling.LANCZOS)
+    if spec.fit != "cover":
+        return resized, where.offset
+    x, y = spec.rect[0], spec.rect[1]
+    left, top = x - where.offset[0], y - where.offset[1]
+    return resized.crop((left, top, left + spec.rect[2], top + spec.rect[3])), (x, y)
 
 
 def _outline(placed: Image.Image, spec: ElementSpec, width: int) -> np.ndarray:

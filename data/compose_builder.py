@@ -3,7 +3,10 @@
 Input is a folder of skin folders (one per skin, holding element images such as ``background.png``,
 ``keys26.png``; what ``python -m data skins`` writes). Output is a dataset: ``images/<skin>.png`` (the
 composed skin), ``conditioning_images/<skin>.png`` (the layout's outline map), ``train.jsonl``, and
-``missing_elements.json`` naming the optional elements each skin lacked (also counted in the summary).
+``missing_elements.json`` naming the optional elements each skin lacked (also counted in the summary),
+and, for generated skins whose ``skin.json`` records where every label was drawn, ``labels.jsonl``: the
+true labels on the composed canvas (:mod:`data.known_labels`), which ``glyph`` uses instead of trusting
+OCR.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import numpy as np
 from PIL import Image
 
 from data.atomic import atomic_write_json
-from data.builder_cli import positive_int
+from data.builder_cli import add_allow_failures, exit_status, positive_int
 from data.compose import ElementError, compose_skin, find_element
 from data.image_io import write_png
+from data.known_labels import LABELS_FILE, skin_labels, write_labels
 from data.layout import LayoutSpec, load_layout
 from data.records import Record
 from data.runner import BadInput, BuildSummary, Built, Item, run_builder
@@ -88,6 +92,18 @@ def _write_missing(out: Path, items: list[Item], summary: BuildSummary, layout: 
     atomic_write_json(out / MISSING_FILE, report)
 
 
+def _write_known_labels(out: Path, items: list[Item], summary: BuildSummary, layout: LayoutSpec) -> None:
+    """``labels.jsonl`` for the built skins whose folders record their labels (none: no file)."""
+    failed = {failure.key for failure in summary.failed + summary.skipped}
+    known = {}
+    for item in items:
+        labels = None if item.key in failed else skin_labels(item.source, layout)
+        if labels is not None:
+            known[item.key] = labels
+    if known:
+        write_labels(out / LABELS_FILE, known)
+
+
 def build_compose(
     skins: str | Path,
     out: str | Path,
@@ -106,6 +122,7 @@ def build_compose(
         "compose", compose_builder, items, out, settings, workers=workers, strict=strict, overwrite=overwrite
     )
     _write_missing(Path(out), items, summary, spec)
+    _write_known_labels(Path(out), items, summary, spec)
     return summary
 
 
@@ -121,7 +138,7 @@ def _cmd(args: argparse.Namespace) -> int:
         strict=args.strict,
         overwrite=args.overwrite,
     )
-    return 0 if summary.written else 1
+    return exit_status(summary, args.allow_failures)
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -149,4 +166,5 @@ def add_cli(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad skin folder")
     parser.add_argument("--overwrite", action="store_true", help="delete a previous build in --out first")
+    add_allow_failures(parser)
     parser.set_defaults(func=_cmd)

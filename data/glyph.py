@@ -1,10 +1,22 @@
-"""Glyph builder: OCR each target, keep confident lines, render them onto a background as the condition.
+"""Glyph builder: OCR each target, keep the labels it can vouch for, render them as the condition.
 
-A glyph ControlNet learns to draw legible labels where the condition shows them. For every record this
-runs OCR (:func:`recognizer.ocr.load_ocr`) on the target image, keeps the lines whose confidence is at
-least ``min_confidence`` (0.98 by default: a misread label taught as ground truth is worse than none),
-draws them with a CJK font into their boxes on the background, and writes the polygons (``box``) and
-texts (``gt_text``) into the record.
+A glyph ControlNet learns to draw legible labels where the condition shows them, and ``gt_text`` is
+the text loss's ground truth, so a misread label taught as truth is worse than none. For every record
+this runs OCR (:func:`recognizer.ocr.load_ocr`) on the target image and settles its labels in one of
+two ways:
+
+* **Known labels** (``labels.jsonl`` from ``compose`` of generated skins, carried along the chain, or
+  the user's own file; :mod:`data.known_labels`): OCR lines are matched to each label's key
+  rectangle, a label OCR misses is recognised in its own box, and the *true* string is written
+  (:mod:`data.label_matching`): never OCR's "0" for "O", "@" for "@/." or "Shift符号" across two keys.
+* **No known labels**: lines at or above ``min_confidence`` (0.98) are kept as read; the usual OCR
+  confusions are counted as suspicious rather than written silently.
+
+``dropped`` decides what the condition shows for a label or line that is not kept: ``draw`` the known
+label anyway, ``black`` out its box, or ``keep`` the background there (``auto``: draw with known
+labels, keep without). Kept texts are drawn with a CJK font into their boxes on the background, and the
+polygons (``box``) and texts (``gt_text``) go into the record. The counts (expected, matched, read in
+their box, corrected, dropped, suspicious) are logged and written to ``glyph_report.json``.
 
 The background is the record's current condition (``condition``, e.g. compose's layout outlines or a
 Canny map), black (``black``), or one shared image file given as a path, which must match every
@@ -15,7 +27,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
+import logging
 import multiprocessing
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,19 +39,31 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from data.builder_cli import add_builder_args, run_cli
+from data.atomic import atomic_write_json
+from data.builder_cli import add_builder_args, build_from_args, exit_status
 from data.fonts import resolve_font_path
 from data.glyph_render import render_glyphs
 from data.image_io import DEFAULT_PNG_COMPRESSION, Decoded, place_image, read_image, write_png
-from data.inputs import input_record
+from data.inputs import input_record, input_root
+from data.known_labels import LABELS_FILE, KnownLabel, read_labels
+from data.label_matching import DROPPED_POLICIES, LabelOutcome, Polygon, match_labels, suspicious_line
 from data.records import Record
-from data.runner import BadInput, Built, Item
+from data.runner import BadInput, BuildSummary, Built, Item
 from recognizer.ocr import OcrBackend, OcrConfig, OcrLine, load_ocr
 
-__all__ = ["GlyphSettings", "add_cli", "glyph_builder", "keep_lines"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["GlyphSettings", "add_cli", "glyph_builder", "keep_lines", "label_report"]
 
 DEFAULT_MIN_CONFIDENCE = 0.98
 NO_TEXT_NOTE = "no text line at or above the confidence threshold (condition is the background only)"
+REPORT_FILE = "glyph_report.json"
+# Per-record notes the runner counts; label_report reads the dataset's numbers back from them.
+KNOWN_NOTE = "labels known"
+LABEL_NOTE = "label "  # + matched | read-in-box | corrected | dropped (policy)
+SUSPICIOUS_NOTE = "suspicious OCR read: "  # + reason
+LINE_KEPT_NOTE = "line kept (no known labels)"
+LINE_DROPPED_NOTE = "line dropped below --min-confidence "  # + (policy)
 
 _OCR_BACKENDS: dict[str, OcrBackend] = {}  # one backend per worker process and config (loading is slow)
 
@@ -50,7 +78,26 @@ class GlyphSettings:
     ocr: OcrConfig = field(default_factory=OcrConfig)
     clear_boxes: bool = True  # black out each kept box on the background before drawing its text
     convert: bool = False
-    version: int = 1
+    labels: str | None = None  # known labels file (absolute), see data.known_labels
+    labels_sha256: str | None = None  # its content: a changed file is another build
+    dropped: str = "auto"  # draw | black | keep | auto (draw with known labels, keep without)
+    version: int = 2
+
+    def __post_init__(self) -> None:
+        if self.dropped not in (*DROPPED_POLICIES, "auto"):
+            raise ValueError(
+                f"dropped must be one of {', '.join(DROPPED_POLICIES)}, auto; got {self.dropped!r}"
+            )
+        if self.labels is None and self.dropped == "draw":
+            raise ValueError(
+                "--dropped draw needs known labels (--labels): without them there is no true text"
+            )
+
+    def policy(self, known: bool) -> str:
+        """The dropped-label policy for an image with (or without) known labels."""
+        if self.dropped != "auto":
+            return self.dropped
+        return "draw" if known else "keep"
 
 
 def _ocr(config: OcrConfig) -> OcrBackend:
@@ -75,6 +122,12 @@ def keep_lines(lines: list[OcrLine], min_confidence: float, size: tuple[int, int
         polygon = tuple((min(max(x, 0.0), width), min(max(y, 0.0), height)) for x, y in line.polygon)
         kept.append(OcrLine(polygon, text, line.confidence))
     return kept
+
+
+@functools.lru_cache(maxsize=2)
+def _known_labels(path: str, sha256: str | None) -> dict[str, list[KnownLabel]]:
+    """The labels file, read once per worker process (``sha256`` keys the cache to its content)."""
+    return read_labels(path)
 
 
 @functools.lru_cache(maxsize=2)
@@ -104,16 +157,70 @@ def _background(
     return Image.fromarray(cv2.cvtColor(decoded.pixels, cv2.COLOR_BGR2RGB)), notes
 
 
+def _settle_known(
+    known: list[KnownLabel], lines: list[OcrLine], rgb: np.ndarray, settings: GlyphSettings
+) -> tuple[list[tuple[Polygon, str]], list[Polygon], list[str]]:
+    """Known labels: (kept (polygon, true text), polygons to black out, notes)."""
+    outcomes: list[LabelOutcome] = match_labels(known, lines, rgb, _ocr(settings.ocr).recognize)
+    policy = settings.policy(known=True)
+    kept, blacked, notes = [], [], [KNOWN_NOTE]
+    for outcome in outcomes:
+        dropped = outcome.status == "dropped"
+        notes.append(LABEL_NOTE + (f"dropped ({policy})" if dropped else outcome.status))
+        notes.extend(SUSPICIOUS_NOTE + reason for reason in outcome.suspicious)
+        if outcome.polygon is None:
+            continue
+        if not dropped or policy == "draw":
+            kept.append((outcome.polygon, outcome.label.text))
+        elif policy == "black":
+            blacked.append(outcome.polygon)
+    return kept, blacked, notes
+
+
+def _settle_unknown(
+    lines: list[OcrLine], settings: GlyphSettings, size: tuple[int, int]
+) -> tuple[list[tuple[Polygon, str]], list[Polygon], list[str]]:
+    """No known labels: confident lines as read, with usual confusions flagged; the rest dropped."""
+    kept_lines = keep_lines(lines, settings.min_confidence, size)
+    policy = settings.policy(known=False)
+    kept = [(line.polygon, line.text) for line in kept_lines]
+    notes = [LINE_KEPT_NOTE] * len(kept_lines)
+    for line in kept_lines:
+        reason = suspicious_line(line.text)
+        if reason is not None:
+            notes.append(SUSPICIOUS_NOTE + reason)
+    below = [line for line in lines if line.text.strip() and line.confidence < settings.min_confidence]
+    notes += [LINE_DROPPED_NOTE + f"({policy})"] * len(below)
+    blacked = [line.polygon for line in below] if policy == "black" else []
+    return kept, blacked, notes
+
+
+def _black_out(background: Image.Image, polygons: Sequence[Polygon]) -> Image.Image:
+    if not polygons:
+        return background
+    pixels = np.asarray(background.convert("RGB")).copy()
+    cv2.fillPoly(pixels, [np.rint(np.asarray(p, np.float32)).astype(np.int32) for p in polygons], (0, 0, 0))
+    return Image.fromarray(pixels, "RGB")
+
+
 def glyph_builder(item: Item, out: Path, settings: GlyphSettings) -> Built:
-    """One record: OCR the image, render kept lines onto the background, record boxes and texts."""
+    """One record: OCR the image, settle its labels, render them onto the background, record boxes/texts."""
     record = input_record(item)
     source = Path(record.image)
     image = read_image(source, convert=settings.convert)
     rgb = np.ascontiguousarray(image.pixels[:, :, ::-1])
-    lines = keep_lines(_ocr(settings.ocr).read([rgb])[0], settings.min_confidence, image.size)
+    lines = _ocr(settings.ocr).read([rgb])[0]
+    known = (
+        None
+        if settings.labels is None
+        else _known_labels(settings.labels, settings.labels_sha256).get(source.stem)
+    )
+    if known is not None:
+        kept, blacked, label_notes = _settle_known(known, lines, rgb, settings)
+    else:
+        kept, blacked, label_notes = _settle_unknown(lines, settings, image.size)
     background, background_notes = _background(record, settings, image.size)
-    drawn = [(line.polygon, line.text) for line in lines]
-    condition = render_glyphs(background, drawn, settings.font, settings.clear_boxes)
+    condition = render_glyphs(_black_out(background, blacked), kept, settings.font, settings.clear_boxes)
     condition_rel = f"conditioning_images/{item.key}.png"
     write_png(out / condition_rel, np.ascontiguousarray(np.asarray(condition)[:, :, ::-1]))
     placed = place_image(source, image, out / f"images/{item.key}", DEFAULT_PNG_COMPRESSION)
@@ -122,11 +229,70 @@ def glyph_builder(item: Item, out: Path, settings: GlyphSettings) -> Built:
         record,
         image=image_rel.as_posix(),
         conditioning_image=condition_rel,
-        box=[line.polygon for line in lines],
-        gt_text=[line.text for line in lines],
+        box=[polygon for polygon, _ in kept],
+        gt_text=[text for _, text in kept],
     )
-    notes = image.notes + background_notes + (() if lines else (NO_TEXT_NOTE,))
+    notes = image.notes + background_notes + tuple(label_notes) + (() if kept else (NO_TEXT_NOTE,))
     return Built(built, notes)
+
+
+def label_report(notes: Counter[str]) -> dict[str, object]:
+    """The dataset's label numbers, from the per-record notes the runner totalled (resumed ones too)."""
+    labels = {note.removeprefix(LABEL_NOTE): n for note, n in notes.items() if note.startswith(LABEL_NOTE)}
+    expected = sum(labels.values())
+    dropped = {k: n for k, n in labels.items() if k.startswith("dropped")}
+    drawn = sum(n for k, n in dropped.items() if k == "dropped (draw)")
+    in_gt = expected - sum(dropped.values()) + drawn
+    return {
+        "images_with_known_labels": notes[KNOWN_NOTE],
+        "expected": expected,
+        "matched": labels.get("matched", 0),
+        "read_in_box": labels.get("read-in-box", 0),
+        "corrected": labels.get("corrected", 0),
+        "dropped": sum(dropped.values()),
+        "dropped_drawn_from_known_label": drawn,
+        "in_gt_text_with_true_string": in_gt,
+        "in_gt_text_share": round(in_gt / expected, 4) if expected else None,
+        "suspicious": {
+            note.removeprefix(SUSPICIOUS_NOTE): n
+            for note, n in notes.items()
+            if note.startswith(SUSPICIOUS_NOTE)
+        },
+        "lines_without_known_labels": {
+            "kept": notes[LINE_KEPT_NOTE],
+            "dropped": sum(n for note, n in notes.items() if note.startswith(LINE_DROPPED_NOTE)),
+        },
+    }
+
+
+def _log_report(report: dict[str, object], path: Path) -> None:
+    suspicious = report["suspicious"]
+    assert isinstance(suspicious, dict)
+    flagged = ", ".join(f"{n} {reason}" for reason, n in sorted(suspicious.items(), key=lambda kv: -kv[1]))
+    if report["expected"]:
+        logger.info(
+            "glyph labels (%d images with known labels): %d expected, %d in gt_text with the true string "
+            "(%.1f%%): %d matched by OCR, %d read in their own box, %d corrected; %d dropped (%d drawn from "
+            "the known label)",
+            report["images_with_known_labels"],
+            report["expected"],
+            report["in_gt_text_with_true_string"],
+            100 * float(report["in_gt_text_share"] or 0),  # type: ignore[arg-type]
+            report["matched"],
+            report["read_in_box"],
+            report["corrected"],
+            report["dropped"],
+            report["dropped_drawn_from_known_label"],
+        )
+    lines = report["lines_without_known_labels"]
+    assert isinstance(lines, dict)
+    if lines["kept"] or lines["dropped"]:
+        logger.info(
+            "glyph lines without known labels: %d kept at or above --min-confidence, %d dropped below it",
+            lines["kept"],
+            lines["dropped"],
+        )
+    logger.info("glyph suspicious OCR reads: %s (report: %s)", flagged or "none", path)
 
 
 def _confidence(value: str) -> float:
@@ -145,20 +311,51 @@ def _cmd_glyph(args: argparse.Namespace) -> int:
         except BadInput as exc:
             raise ValueError(f"--background {exc.path}: {exc.reason}") from None
         background = str(Path(background).resolve())
-    ocr = OcrConfig(det_limit_side_len=args.det_limit_side_len)
+    ocr = OcrConfig(backend=args.ocr_backend, det_limit_side_len=args.det_limit_side_len)
+    labels = _labels_path(args.labels, args.input)
+    sha = None if labels is None else hashlib.sha256(labels.read_bytes()).hexdigest()
+    if labels is not None:
+        logger.info("known labels: %s (%d images)", labels, len(read_labels(labels)))  # a bad file fails here
     settings = GlyphSettings(
-        args.min_confidence, background, font, ocr, not args.keep_background, args.convert
+        args.min_confidence,
+        background,
+        font,
+        ocr,
+        not args.keep_background,
+        args.convert,
+        None if labels is None else str(labels),
+        sha,
+        args.dropped,
     )
-    return run_cli(args, "glyph", glyph_builder, settings)
+    summary: BuildSummary = build_from_args(args, "glyph", glyph_builder, settings)
+    report = label_report(summary.notes)
+    atomic_write_json(args.out / REPORT_FILE, report)
+    _log_report(report, args.out / REPORT_FILE)
+    return exit_status(summary, args.allow_failures)
+
+
+def _labels_path(value: str, source: Path) -> Path | None:
+    """``--labels``: ``none``, ``auto`` (the input dataset's own labels.jsonl, if any) or a file."""
+    if value == "none":
+        return None
+    if value == "auto":
+        candidate = input_root(source) / LABELS_FILE
+        return candidate.resolve() if candidate.is_file() else None
+    path = Path(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"--labels {value} does not exist (a labels.jsonl; or auto, or none)")
+    return path.resolve()
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``python -m data glyph``."""
     parser = sub.add_parser(
         "glyph",
-        help="OCR the targets and render confident text lines as the condition (box, gt_text)",
-        description="Run OCR over every image, keep lines at or above --min-confidence, draw them with a "
-        "CJK font into their boxes on the background, and write box/gt_text into the records.",
+        help="OCR the targets and render their labels as the condition (box, gt_text)",
+        description="Run OCR over every image. With known labels (--labels), match OCR to each label's "
+        "key and write the true strings; without, keep lines at or above --min-confidence. Draw the kept "
+        "texts with a CJK font into their boxes on the background, write box/gt_text into the records, "
+        f"and report expected/matched/corrected/dropped/suspicious counts ({REPORT_FILE}).",
     )
     add_builder_args(parser)
     parser.add_argument(
@@ -182,4 +379,26 @@ def add_cli(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--font", type=Path, default=None, help="TTF/TTC/OTF font (default: packaged CJK font)"
     )
     parser.add_argument("--det-limit-side-len", type=int, default=736, help="OCR detector input size (736)")
-    parser.set_defaults(func=_cmd_glyph)
+    parser.add_argument(
+        "--ocr-backend",
+        choices=["rapidocr", "paddleocr"],
+        default="rapidocr",
+        help="rapidocr (default) or paddleocr (its own venv: make install-paddle)",
+    )
+    parser.add_argument(
+        "--labels",
+        default="auto",
+        metavar="auto|none|FILE",
+        help=f"true labels and their key rectangles ({LABELS_FILE}, see data/known_labels.py): the true "
+        "strings are written and OCR only locates and checks them. auto (default): the input dataset's "
+        f"own {LABELS_FILE} (compose writes it for generated skins; builders carry it along)",
+    )
+    parser.add_argument(
+        "--dropped",
+        choices=(*DROPPED_POLICIES, "auto"),
+        default="auto",
+        help="what the condition shows for a label OCR could not read: draw the known label anyway, black "
+        "out its box, or keep the background (e.g. the label's faint Canny outline). auto (default): "
+        "draw with known labels, keep without",
+    )
+    parser.set_defaults(func=_cmd_glyph, ray_actor_pool=True)  # OCR loaded once per actor on Ray

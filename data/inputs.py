@@ -1,9 +1,10 @@
 """Builder inputs: a fill50k-style ``train.jsonl`` or a plain folder of images with sidecar captions.
 
-Both become :class:`data.runner.Item` lists. A jsonl gives one item per record (keys ``000000``,
-``000001``, ... in file order; paths made absolute). A folder gives one item per image file, found
-recursively in sorted order, keyed by its relative path without suffix (``red/skin01``), so outputs
-keep the user's names. Its caption comes from a ``.txt`` file of the same stem, read in the worker by
+Both become :class:`data.runner.Item` lists. A jsonl gives one item per record, keyed by its image's
+file stem (``skin_00000``), so every builder's outputs keep the input's names and stay traceable
+through a chain; stems that repeat get ``_<line index>`` appended. Paths are made absolute. A folder
+gives one item per image file, found recursively in sorted order, keyed by its relative path without
+suffix (``red/skin01``), so outputs keep the user's names. Its caption comes from a ``.txt`` file of the same stem, read in the worker by
 :func:`input_record` so that a non-UTF-8 caption is that item's reported failure, not a crash.
 """
 
@@ -37,14 +38,20 @@ def items_from_jsonl(jsonl: str | Path) -> list[Item]:
     broken image files are not checked here: they become per-item failures in the builder."""
     jsonl = Path(jsonl)
     root = jsonl.parent
-    items = []
-    for index, record in enumerate(read_records(jsonl, check_files=False)):
-        absolute = replace(
+    records = [
+        replace(
             record,
             image=str(resolve_path(root, record.image)),
             conditioning_image=str(resolve_path(root, record.conditioning_image)),
         )
-        items.append(Item(key=f"{index:06d}", source=absolute.image, record=absolute))
+        for record in read_records(jsonl, check_files=False)
+    ]
+    stems = Counter(Path(record.image).stem for record in records)
+    items = []
+    for index, record in enumerate(records):
+        stem = Path(record.image).stem
+        key = stem if stems[stem] == 1 and stem else f"{stem}_{index:06d}"
+        items.append(Item(key=key, source=record.image, record=record))
     return items
 
 

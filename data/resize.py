@@ -173,7 +173,7 @@ def _cmd_resize(args: argparse.Namespace) -> int:
     settings = ResizeSettings(
         width, height, args.mode, args.pad_color, args.condition_pad_color, args.convert, args.compression
     )
-    return run_cli(args, "resize", resize_builder, settings)
+    return run_cli(args, "resize", resize_builder, settings, keeps_geometry=False)
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ Every skin is a pure function of ``(seed, index, scale)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from PIL.ImageFont import FreeTypeFont
 from data.fonts import load_font
 from data.skin_style import RGB, SkinStyle, draw_style
 
-__all__ = ["ELEMENTS", "ELEMENT_SIZES", "Skin", "generate_skin"]
+__all__ = ["ELEMENTS", "ELEMENT_SIZES", "DrawnLabel", "Skin", "generate_skin"]
 
 ELEMENTS: tuple[str, ...] = ("background", "keys26", "keys9", "function", "navbar")
 # (width, height) at scale 1, matching data/layouts/default.yaml so that "contain" fills the slots.
@@ -55,20 +55,37 @@ _NAV_CHOICES = ("设置", "表情", "剪贴板", "语音", "搜索", "翻译", "
 
 
 @dataclass(frozen=True)
+class DrawnLabel:
+    """One label as drawn: its key's rectangle and the text's own bounding box, ``(x0, y0, x1, y1)``
+    in the element's pixels. The key rectangle bounds where OCR may find the label (no line may
+    cross into a neighbour); the text box is where the glyph goes when OCR misses it."""
+
+    label: str
+    rect: tuple[int, int, int, int]
+    box: tuple[int, int, int, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "rect": list(self.rect), "box": list(self.box)}
+
+
+@dataclass(frozen=True)
 class Skin:
     """The element images of one skin, the labels drawn on each element, and the style used."""
 
     elements: dict[str, Image.Image]
     labels: dict[str, list[str]]
     style: SkinStyle
+    keys: dict[str, list[DrawnLabel]] = field(default_factory=dict)
 
     def metadata(self, seed: int, index: int, scale: float) -> dict[str, Any]:
-        """What ``skin.json`` holds: provenance, the labels (OCR ground truth) and the style."""
+        """What ``skin.json`` holds: provenance, the labels (OCR ground truth) with where each was
+        drawn (``keys``: element pixels), and the style."""
         return {
             "seed": seed,
             "index": index,
             "scale": scale,
             "labels": self.labels,
+            "keys": {name: [key.to_json() for key in keys] for name, keys in self.keys.items()},
             "style": self.style.to_json(),
         }
 
@@ -131,7 +148,8 @@ def _draw_key(
     colours: tuple[RGB, RGB],
     style: SkinStyle,
     font: str | Path | None,
-) -> None:
+) -> tuple[int, int, int, int]:
+    """Draw one key cap and its centred label; return the label's text bounding box."""
     x0, y0, x1, y1 = rect
     fill, ink = colours
     radius = round(min(x1 - x0, y1 - y0) * style.corner_radius)
@@ -142,7 +160,13 @@ def _draw_key(
     draw.rounded_rectangle(rect, radius, fill=(*fill, 255), outline=border, width=style.border_width)
     size = _fit_font_size(label, x1 - x0, y1 - y0, style, font)
     centre = ((x0 + x1) / 2, (y0 + y1) / 2)
-    draw.text(centre, label, font=_font(font, size, style), fill=(*ink, 255), anchor="mm")
+    face = _font(font, size, style)
+    draw.text(centre, label, font=face, fill=(*ink, 255), anchor="mm")
+    return _int_box(draw.textbbox(centre, label, font=face, anchor="mm"))
+
+
+def _int_box(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    return (int(box[0]), int(box[1]), int(box[2]), int(box[3]))
 
 
 def _board(
@@ -151,14 +175,16 @@ def _board(
     style: SkinStyle,
     font: str | Path | None,
     accent: frozenset[str] = frozenset(),
-) -> Image.Image:
-    """RGBA board: rows of keys on a (maybe translucent) plate; key widths proportional to weights."""
+) -> tuple[Image.Image, list[DrawnLabel]]:
+    """RGBA board: rows of keys on a (maybe translucent) plate; key widths proportional to weights.
+    Also returns every label with its key rectangle and text box."""
     width, height = size
     image = Image.new("RGBA", size, (*style.key_fill, style.plate_alpha // 3))
     draw = ImageDraw.Draw(image)
     pitch_y = height / len(rows)
     gap = max(2, round(pitch_y * style.gap))
     unit = width / max(sum(weight for _, weight in row) for row in rows)
+    drawn = []
     for r, row in enumerate(rows):
         x = (width - unit * sum(weight for _, weight in row)) / 2  # short rows are centred
         for label, weight in row:
@@ -167,32 +193,32 @@ def _board(
             colours = (
                 (style.accent_fill, style.accent_label) if label in accent else (style.key_fill, style.label)
             )
-            _draw_key(draw, (left, top, right, bottom), label, colours, style, font)
+            rect = (left, top, right, bottom)
+            drawn.append(DrawnLabel(label, rect, _draw_key(draw, rect, label, colours, style, font)))
             x += unit * weight
-    return image
+    return image, drawn
 
 
 def _navbar(
     size: tuple[int, int], labels: list[str], style: SkinStyle, font: str | Path | None
-) -> Image.Image:
-    """Opaque bar with evenly spaced text tabs (real nav bars mix icons and words; words are OCR-able)."""
+) -> tuple[Image.Image, list[DrawnLabel]]:
+    """Opaque bar with evenly spaced text tabs (real nav bars mix icons and words; words are OCR-able);
+    each tab's slot is its "key" rectangle."""
     image = Image.new("RGBA", size, (*style.nav_fill, 255))
     draw = ImageDraw.Draw(image)
     width, height = size
     font_size = max(8, round(height * 0.42))
     slot = width / len(labels)
+    line_y = height - max(1, height // 24)
+    drawn = []
     for i, label in enumerate(labels):
         ink = (*style.nav_label, 255)
-        draw.text(
-            ((i + 0.5) * slot, height / 2),
-            label,
-            font=_font(font, font_size, style),
-            fill=ink,
-            anchor="mm",
-        )
-    line_y = height - max(1, height // 24)
+        centre, face = ((i + 0.5) * slot, height / 2), _font(font, font_size, style)
+        draw.text(centre, label, font=face, fill=ink, anchor="mm")
+        rect = (round(i * slot), 0, round((i + 1) * slot), line_y)
+        drawn.append(DrawnLabel(label, rect, _int_box(draw.textbbox(centre, label, font=face, anchor="mm"))))
     draw.line((0, line_y, width, line_y), fill=(*style.nav_label, 255), width=max(1, height // 32))
-    return image
+    return image, drawn
 
 
 def _choose_labels(rng: np.random.Generator, style: SkinStyle) -> dict[str, list[list[str]]]:
@@ -225,8 +251,7 @@ def generate_skin(index: int, seed: int = 0, scale: float = 1.0, font: str | Pat
     rows = _choose_labels(rng, style)
     function_row = list(zip(rows["function"][0], _FUNCTION_WEIGHTS, strict=True))
     accent = frozenset({rows["function"][0][0], rows["function"][0][3], "确定"})
-    elements = {
-        "background": _background(_scaled("background", scale), style, rng),
+    drawn = {
         "keys26": _board(
             _scaled("keys26", scale), [[(c, 1.0) for c in row] for row in rows["keys26"]], style, font
         ),
@@ -236,5 +261,8 @@ def generate_skin(index: int, seed: int = 0, scale: float = 1.0, font: str | Pat
         "function": _board(_scaled("function", scale), [function_row], style, font, accent),
         "navbar": _navbar(_scaled("navbar", scale), rows["navbar"][0], style, font),
     }
+    elements = {"background": _background(_scaled("background", scale), style, rng)}
+    elements.update({name: image for name, (image, _) in drawn.items()})
     labels = {name: [label for row in label_rows for label in row] for name, label_rows in rows.items()}
-    return Skin(elements=elements, labels=labels, style=style)
+    keys = {name: keys for name, (_, keys) in drawn.items()}
+    return Skin(elements=elements, labels=labels, style=style, keys=keys)

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SKINS_VERSION", "add_cli", "build_skins", "skin_folder_name"]
 
-SKINS_VERSION = 1  # bump when the drawings change, so folders from an older generator are not mixed in
+SKINS_VERSION = (
+    2  # bump when the drawings or skin.json change, so folders from an older generator are not mixed in
+)
 PARAMS_FILE = "skins_params.json"
 META_FILE = "skin.json"
 

@@ -39,6 +39,7 @@ class RapidOcrBackend:
     def __init__(self, config: OcrConfig) -> None:
         from rapidocr import RapidOCR
 
+        self._use_cls = config.use_angle_cls
         det = _resolve(config.det_model, "det")
         rec = _resolve(config.rec_model, "rec")
         params: dict[str, Any] = {
@@ -81,7 +82,10 @@ class RapidOcrBackend:
 
     def _read_one(self, rgb: np.ndarray) -> list[OcrLine]:
         # rapidocr treats arrays as BGR (cv2 convention), which is also what PP-OCR was trained on.
-        result = self._engine(np.ascontiguousarray(rgb[:, :, ::-1]))
+        # The steps are passed every time: rapidocr keeps the last call's flags, so after a
+        # recognition-only call a plain call would skip detection.
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        result = self._engine(bgr, use_det=True, use_cls=self._use_cls, use_rec=True)
         if result.boxes is None or result.txts is None or result.scores is None:
             return []
         return [

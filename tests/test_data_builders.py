@@ -123,7 +123,9 @@ def _files(root: Path) -> dict[str, bytes]:
 @pytest.mark.usefixtures("restore_logging")
 def test_canny_cli_reports_every_bad_input(mixed_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "canny"
-    assert main(["canny", "--in", str(mixed_folder), "--out", str(out), "--workers", "2"]) == 0
+    args = ["canny", "--in", str(mixed_folder), "--out", str(out), "--workers", "2"]
+    assert main(args) == 1, "records failed: a script must notice"
+    assert main([*args, "--allow-failures"]) == 0, "a partial dataset accepted on request (resumed)"
 
     failures = _failures(out)
     assert failures.keys() == EXPECTED_FAILURES.keys()

@@ -149,3 +149,84 @@ def test_glyph_backgrounds_on_a_folder_of_images(tmp_path: Path) -> None:
         wrong.built == 0
         and wrong.failed[0].reason == "wrong size: image is 320x96, the shared background 100x50"
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# known labels: the true strings from skin.json, OCR only locates and checks them
+
+
+def _truth(parts: Path, stem: str) -> list[str]:
+    meta = json.loads((parts / stem / "skin.json").read_text(encoding="utf-8"))
+    return sorted(label for labels in meta["labels"].values() for label in labels)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_glyph_with_known_labels_writes_every_true_string(
+    composed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compose's labels.jsonl travels through canny; glyph finds it (--labels auto) and writes the
+    generator's exact labels, with the numbers in the log and glyph_report.json."""
+    canny, out = tmp_path / "canny", tmp_path / "glyph"
+    assert main(["canny", "--in", str(composed / "composed"), "--out", str(canny), "--workers", "1"]) == 0
+    assert (canny / "labels.jsonl").is_file(), "carried along"
+    assert main(["glyph", "--in", str(canny), "--out", str(out), "--workers", "1"]) == 0
+    log = capsys.readouterr().err
+    records = read_records(out / "train.jsonl")
+    assert [Path(r.image).stem for r in records] == ["skin_00000", "skin_00001"], "input stems kept"
+    for record in records:
+        assert sorted(record.gt_text or ()) == _truth(composed / "parts", Path(record.image).stem)
+        assert "0" not in (record.gt_text or ()) and "Shift符号" not in (record.gt_text or ())
+    report = json.loads((out / "glyph_report.json").read_text(encoding="utf-8"))
+    expected = sum(len(r.gt_text or ()) for r in records)
+    assert report["expected"] == expected and report["in_gt_text_with_true_string"] == expected
+    confirmed = report["matched"] + report["read_in_box"]
+    assert confirmed >= 0.95 * expected, report
+    assert report["suspicious"].get("digit/letter confusion", 0) >= 1, "OCR's '0' for 'O' was seen and named"
+    assert f"{expected} expected, {expected} in gt_text with the true string" in log
+    assert validate_dataset(out / "train.jsonl", open_images=True) == []
+
+
+def _blank_with_outline(folder: Path) -> tuple[Path, Path]:
+    """A label-free picture, its 'Canny' condition (a white outline), and a labels file claiming a 'Q'
+    inside the outline: OCR reads nothing there, so the label is dropped."""
+    folder.mkdir()
+    Image.new("RGB", (256, 128), (200, 200, 200)).save(folder / "key.png")
+    condition = Image.new("RGB", (256, 128))
+    ImageDraw.Draw(condition).rectangle((100, 40, 140, 90), outline=(255, 255, 255), width=2)
+    condition.save(folder / "key_edges.png")
+    jsonl = folder / "train.jsonl"
+    jsonl.write_text(
+        json.dumps({"text": "", "image": "key.png", "conditioning_image": "key_edges.png"}) + "\n",
+        encoding="utf-8",
+    )
+    labels = folder / "mine.jsonl"
+    entry = {"image": "key", "labels": [{"text": "Q", "rect": [90, 30, 150, 100], "box": [100, 40, 140, 90]}]}
+    labels.write_text(json.dumps(entry) + "\n", encoding="utf-8")
+    return jsonl, labels
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_dropped_label_policies(tmp_path: Path) -> None:
+    jsonl, labels = _blank_with_outline(tmp_path / "in")
+    inside = (slice(30, 100), slice(90, 150))
+    results = {}
+    for policy in ("draw", "black", "keep"):
+        out = tmp_path / policy
+        args = ["glyph", "--in", str(jsonl), "--out", str(out), "--labels", str(labels), "--dropped", policy]
+        assert main([*args, "--workers", "1"]) == 0
+        record = read_records(out / "train.jsonl")[0]
+        results[policy] = (
+            record.gt_text,
+            np.asarray(Image.open(out / record.conditioning_image).convert("L")),
+        )
+        report = json.loads((out / "glyph_report.json").read_text(encoding="utf-8"))
+        assert report["dropped"] == 1
+    assert results["draw"][0] == ("Q",), "drawn from the known label, so it is ground truth too"
+    assert results["black"][0] in (None, ()) and results["keep"][0] in (None, ())
+    assert results["black"][1][inside].max() == 0, "outline blacked out"
+    original = np.asarray(Image.open(tmp_path / "in" / "key_edges.png").convert("L"))
+    assert np.array_equal(results["keep"][1], original), "the background's outline stays as it was"
+    drawn = results["draw"][1]
+    assert drawn[40, 120] == 0 and (drawn[inside] > 200).any(), "box cleared, the glyph drawn in it"
+    bad = ["glyph", "--in", str(jsonl), "--out", str(tmp_path / "x"), "--labels", "none", "--dropped", "draw"]
+    assert main(bad) == 1, "draw needs known labels"

@@ -54,6 +54,16 @@ def test_rapidocr_reads_chinese_and_english_labels(keyboard: LabelledImage) -> N
         assert 0.0 <= line.confidence <= 1.0
 
 
+def test_rapidocr_detects_again_after_a_recognition_only_call(keyboard: LabelledImage) -> None:
+    """rapidocr keeps a call's step flags; a read after recognize() must still detect (it did not)."""
+    ocr = load_ocr(OcrConfig(num_threads=1))
+    before = ocr.read([keyboard.image])
+    (x0, y0), (x1, y1) = keyboard.boxes[0].min(axis=0), keyboard.boxes[0].max(axis=0)
+    crop = np.asarray(keyboard.image)[int(y0) : int(y1), int(x0) : int(x1)]
+    assert ocr.recognize([crop])[0][0] == keyboard.texts[0]
+    assert ocr.read([keyboard.image]) == before
+
+
 def test_rapidocr_empty_batch_and_blank_image() -> None:
     ocr = load_ocr(OcrConfig(use_angle_cls=False, num_threads=2))
     assert ocr.read([]) == []
