@@ -24,6 +24,7 @@ from pathlib import Path
 from data import canny, caption, compose_builder, glyph, resize, skins_builder
 from data.builder_cli import non_negative_int as _non_negative_int
 from data.builder_cli import positive_int as _positive_int
+from data.engine_cli import add_engine_args, engine_options
 from data.process_exit import exit_without_teardown
 from data.records import format_problems
 
@@ -56,6 +57,7 @@ def _cmd_fill(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         workers=args.workers,
+        engine=engine_options(args),
     )
     logger.info("dataset ready: %s", jsonl)
     return 0
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     fill.add_argument("--overwrite", action="store_true", help="delete a previous build in --out first")
     fill.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    add_engine_args(fill)
     fill.set_defaults(func=_cmd_fill)
 
     validate = sub.add_parser(

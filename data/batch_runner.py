@@ -16,22 +16,35 @@ input order, the logged summary, and ``strict``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tqdm import tqdm
 
-from data.atomic import atomic_write
 from data.build_state import Journal, prepare_out_dir
 from data.records import Record, write_records
-from data.runner import BuildFailed, BuildSummary, Built, Failure, Item, log_summary
+from data.runner import (
+    BuildFailed,
+    BuildSummary,
+    Built,
+    Failure,
+    Item,
+    Outcome,
+    journal_entry,
+    log_summary,
+    write_failures,
+)
+
+if TYPE_CHECKING:
+    from data.ray_engine import RayOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BatchBuilder", "run_batched"]
+__all__ = ["BatchBuilder", "run_batched", "run_batches"]
 
 S = TypeVar("S")
 BatchBuilder = Callable[[list[Item], Path, Any], list["Built | Failure"]]
@@ -46,13 +59,7 @@ def _account(
         if strict:
             raise BuildFailed(result)
         return False
-    entry = {
-        "key": item.key,
-        "input": item.fingerprint(),
-        "record": result.record.to_json(),
-        "notes": list(result.notes),
-    }
-    journal.add(entry)
+    journal.add(journal_entry(item, result))
     summary.built += 1
     return True
 
@@ -66,6 +73,21 @@ def _finish(summary: BuildSummary, journal: Journal, items: Sequence[Item], done
         summary.notes.update(journal.entries[key]["notes"])
 
 
+def run_batches(
+    builder: BatchBuilder, out: Path, settings: Any, batch_size: int, items: list[Item]
+) -> list[Outcome]:
+    """``builder`` over ``items`` in batches, as per-item outcomes: the unit a Ray actor is handed."""
+    outcomes = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        for item, result in zip(batch, builder(batch, out, settings), strict=True):
+            if isinstance(result, Failure):
+                outcomes.append(Outcome(item.key, failure=result))
+            else:
+                outcomes.append(Outcome(item.key, entry=journal_entry(item, result)))
+    return outcomes
+
+
 def run_batched(
     name: str,
     builder: BatchBuilder,
@@ -76,14 +98,21 @@ def run_batched(
     batch_size: int = 8,
     strict: bool = False,
     overwrite: bool = False,
+    engine: RayOptions | None = None,
 ) -> BuildSummary:
-    """Build (or resume) ``out/train.jsonl`` by feeding ``builder`` batches of ``items``."""
+    """Build (or resume) ``out/train.jsonl`` by feeding ``builder`` batches of ``items``; with
+    ``engine``, as shards on a Ray actor pool that loads the model once per actor."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len({item.key for item in items}) != len(items):
         raise ValueError("item keys must be unique")
     out = Path(out)
     prepare_out_dir(out, name, {"builder": name, **dataclasses.asdict(settings)}, overwrite)  # type: ignore[call-overload]
+    if engine is not None:
+        from data.ray_engine import run_sharded
+
+        work = partial(run_batches, builder, out, settings, batch_size)
+        return run_sharded(name, work, items, out, replace(engine, actor_pool=True), strict=strict)
     journal = Journal(out, name)
     journal.load()
     summary = BuildSummary(name, out / "train.jsonl")
@@ -100,15 +129,8 @@ def run_batched(
                         done.add(item.key)
                 bar.update(len(batch))
     finally:
-        _write_failures(out / "failed.jsonl", summary.failed)
+        write_failures(out / "failed.jsonl", summary.failed)
         journal.close()
     _finish(summary, journal, items, done)
     log_summary(summary)
     return summary
-
-
-def _write_failures(path: Path, failures: Sequence[Failure]) -> None:
-    """Same format as the runner's ``failed.jsonl``: one ``{"key", "path", "reason"}`` per line."""
-    with atomic_write(path) as handle:
-        for failure in failures:
-            handle.write(json.dumps(dataclasses.asdict(failure), ensure_ascii=False) + "\n")

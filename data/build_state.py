@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["OWNED_NAMES", "Journal", "JournalEntry", "journal_path", "params_path", "prepare_out_dir"]
 
 # Files and folders a builder owns in its output folder (removed by ``overwrite``).
-OWNED_NAMES: tuple[str, ...] = ("images", "conditioning_images", "train.jsonl", "failed.jsonl")
+OWNED_NAMES: tuple[str, ...] = ("images", "conditioning_images", "train.jsonl", "failed.jsonl", "shards")
 
 JournalEntry = dict[str, Any]  # {"key": str, "input": {...}, "record": {...}, "notes": [str, ...]}
 
@@ -79,9 +79,10 @@ def _outputs_exist(out: Path, record: Record) -> bool:
 class Journal:
     """Finished items of a build: loaded on resume, appended as items finish, compacted at the end."""
 
-    def __init__(self, out: Path, name: str) -> None:
+    def __init__(self, out: Path, name: str, path: Path | None = None) -> None:
+        """``path``: another journal file of the same build (a shard's part), else the build's own."""
         self.out = out
-        self.path = journal_path(out, name)
+        self.path = journal_path(out, name) if path is None else path
         self.entries: dict[str, JournalEntry] = {}
         self._handle: IO[str] | None = None
 

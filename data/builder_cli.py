@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from data.engine_cli import add_engine_args, engine_options
 from data.inputs import input_root, load_items
 from data.known_labels import LABELS_FILE
 from data.runner import BuildSummary, Built, Item, run_builder
@@ -84,6 +85,7 @@ def add_builder_args(parser: argparse.ArgumentParser, folder_input: bool = True)
         help="accept lossy conversions of CMYK, 16-bit and transparent images (else they are failures)",
     )
     add_allow_failures(parser)
+    add_engine_args(parser)
 
 
 def add_allow_failures(parser: argparse.ArgumentParser) -> None:
@@ -154,6 +156,7 @@ def build_from_args(
         workers=args.workers,
         strict=args.strict,
         overwrite=args.overwrite,
+        engine=engine_options(args),
     )
     if keeps_geometry:
         carry_labels(args.input, args.out)

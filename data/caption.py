@@ -14,15 +14,20 @@ import functools
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from data.batch_runner import run_batched
 from data.builder_cli import add_builder_args, carry_labels, exit_status, positive_int
+from data.engine_cli import engine_options
 from data.image_io import DEFAULT_PNG_COMPRESSION, Decoded, link_or_copy, place_image, read_image
 from data.inputs import input_record, input_root, load_items
 from data.records import Record
 from data.runner import BadInput, BuildSummary, Built, Failure, Item
+
+if TYPE_CHECKING:
+    from data.ray_engine import RayOptions
 
 logger = logging.getLogger(__name__)
 
@@ -108,17 +113,28 @@ def build_captions(
     batch_size: int = 8,
     strict: bool = False,
     overwrite: bool = False,
+    engine: RayOptions | None = None,
 ) -> BuildSummary:
-    """Caption a dataset (jsonl or folder) into ``out``, resumably."""
+    """Caption a dataset (jsonl or folder) into ``out``, resumably; with ``engine``, on a Ray actor pool
+    (each actor loads the model once; the driver, maybe without the workers' GPUs, never loads it)."""
     if Path(out).resolve() == input_root(source):
         raise ValueError(f"--out {out} is the input's own folder; write the build to a new folder")
-    from data.captioner import load_captioner
+    if engine is None:
+        from data.captioner import load_captioner
 
-    load_captioner(settings.model, device, dtype)  # a bad model/device is one error up front, not N failures
+        load_captioner(settings.model, device, dtype)  # a bad model/device: one error up front, not N
     builder = functools.partial(caption_batch, device=device, dtype=dtype)
     items = load_items(source)
     return run_batched(
-        "caption", builder, items, out, settings, batch_size=batch_size, strict=strict, overwrite=overwrite
+        "caption",
+        builder,
+        items,
+        out,
+        settings,
+        batch_size=batch_size,
+        strict=strict,
+        overwrite=overwrite,
+        engine=engine,
     )
 
 
@@ -141,6 +157,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         strict=args.strict,
         overwrite=args.overwrite,
+        engine=engine_options(args),
     )
     carry_labels(args.input, args.out)
     return exit_status(summary, args.allow_failures)

@@ -15,6 +15,7 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -22,11 +23,15 @@ from PIL import Image
 from data.atomic import atomic_write_json
 from data.builder_cli import add_allow_failures, exit_status, positive_int
 from data.compose import ElementError, compose_skin, find_element
+from data.engine_cli import add_engine_args, engine_options
 from data.image_io import write_png
 from data.known_labels import LABELS_FILE, skin_labels, write_labels
 from data.layout import LayoutSpec, load_layout
 from data.records import Record
 from data.runner import BadInput, BuildSummary, Built, Item, run_builder
+
+if TYPE_CHECKING:
+    from data.ray_engine import RayOptions
 
 __all__ = [
     "COMPOSE_VERSION",
@@ -113,13 +118,23 @@ def build_compose(
     workers: int | None = None,
     strict: bool = False,
     overwrite: bool = False,
+    engine: RayOptions | None = None,
 ) -> BuildSummary:
-    """Compose every skin folder under ``skins`` into the dataset ``out`` (resumable, see the runner)."""
+    """Compose every skin folder under ``skins`` into the dataset ``out`` (resumable, see the runner;
+    ``engine``: as Ray tasks)."""
     spec = layout if isinstance(layout, LayoutSpec) else load_layout(layout)
     items = items_from_skins(skins)
     settings = ComposeSettings(layout=spec, text=text)
     summary = run_builder(
-        "compose", compose_builder, items, out, settings, workers=workers, strict=strict, overwrite=overwrite
+        "compose",
+        compose_builder,
+        items,
+        out,
+        settings,
+        workers=workers,
+        strict=strict,
+        overwrite=overwrite,
+        engine=engine,
     )
     _write_missing(Path(out), items, summary, spec)
     _write_known_labels(Path(out), items, summary, spec)
@@ -137,6 +152,7 @@ def _cmd(args: argparse.Namespace) -> int:
         workers=args.workers,
         strict=args.strict,
         overwrite=args.overwrite,
+        engine=engine_options(args),
     )
     return exit_status(summary, args.allow_failures)
 
@@ -167,4 +183,5 @@ def add_cli(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--strict", action="store_true", help="stop at the first bad skin folder")
     parser.add_argument("--overwrite", action="store_true", help="delete a previous build in --out first")
     add_allow_failures(parser)
+    add_engine_args(parser)
     parser.set_defaults(func=_cmd)

@@ -15,6 +15,7 @@ import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw
@@ -23,6 +24,9 @@ from data.atomic import atomic_save_image
 from data.build_state import params_path
 from data.records import Record
 from data.runner import Built, Item, run_builder
+
+if TYPE_CHECKING:
+    from data.ray_engine import RayOptions
 
 logger = logging.getLogger(__name__)
 
@@ -197,13 +201,15 @@ def build_fill(
     seed: int = 0,
     overwrite: bool = False,
     workers: int = 1,
+    engine: RayOptions | None = None,
 ) -> Path:
     """Build (or resume) an ``n``-sample fill dataset in ``out_dir``; return the ``train.jsonl`` path.
 
     Images go to ``images/%05d.png`` and ``conditioning_images/%05d.png``; ``train.jsonl`` is written
     last, atomically, so its presence means the build finished. Re-running with the same arguments
     keeps existing images and rewrites the jsonl; a larger ``n`` extends a previous build.
-    ``workers`` > 1 uses a process pool (:mod:`data.runner`); output is identical either way.
+    ``workers`` > 1 uses a process pool (:mod:`data.runner`), ``engine`` Ray tasks; output is identical
+    either way.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -213,6 +219,6 @@ def build_fill(
     items = [Item(key=f"{index:05d}", source=f"fill sample {index}") for index in range(n)]
     settings = FillSettings(resolution=resolution, seed=seed)
     summary = run_builder(
-        "fill", fill_builder, items, out_dir, settings, workers=workers, overwrite=overwrite
+        "fill", fill_builder, items, out_dir, settings, workers=workers, overwrite=overwrite, engine=engine
     )
     return summary.jsonl

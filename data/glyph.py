@@ -29,7 +29,6 @@ import argparse
 import functools
 import hashlib
 import logging
-import multiprocessing
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -49,6 +48,7 @@ from data.known_labels import LABELS_FILE, KnownLabel, read_labels
 from data.label_matching import DROPPED_POLICIES, LabelOutcome, Polygon, match_labels, suspicious_line
 from data.records import Record
 from data.runner import BadInput, BuildSummary, Built, Item
+from data.worker_setup import worker_threads
 from recognizer.ocr import OcrBackend, OcrConfig, OcrLine, load_ocr
 
 logger = logging.getLogger(__name__)
@@ -101,10 +101,12 @@ class GlyphSettings:
 
 
 def _ocr(config: OcrConfig) -> OcrBackend:
-    """The process's backend for ``config``. In a runner worker process (one per core) OCR gets one
-    thread, as OpenCV does there; in the main process (``workers=1``) it keeps the runtime's default."""
-    if config.num_threads is None and multiprocessing.parent_process() is not None:
-        config = replace(config, num_threads=1)
+    """The process's backend for ``config``. In a builder worker (a pool process per core, a Ray task or
+    actor) OCR gets the worker's thread budget, as OpenCV does there; in the main process
+    (``workers=1``) it keeps the runtime's default."""
+    threads = worker_threads()
+    if config.num_threads is None and threads is not None:
+        config = replace(config, num_threads=threads)
     key = repr(config)
     if key not in _OCR_BACKENDS:
         _OCR_BACKENDS[key] = load_ocr(config)

@@ -8,8 +8,9 @@ It reads ``item.record`` (paths absolute) or ``item.source``, writes its output 
 (atomically: :mod:`data.atomic`, :func:`data.image_io.write_png`), and returns ``Built(record)``
 whose paths are relative to ``out``. A bad input raises :class:`BadInput` (reason, optional path);
 an item with nothing to do raises :class:`SkipItem`. Nothing else about the run leaks into the
-builder, so the same function can later run on a cluster engine. ``settings`` is a frozen dataclass;
-it is written to ``<name>_params.json`` and resuming with different settings is refused.
+builder, so the same function also runs on a Ray cluster (``engine=``, :mod:`data.ray_engine`).
+``settings`` is a frozen dataclass; it is written to ``<name>_params.json`` and resuming with
+different settings is refused.
 
 Example::
 
@@ -51,7 +52,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from tqdm import tqdm
 
@@ -59,6 +60,9 @@ from data.atomic import atomic_write
 from data.build_state import Journal, JournalEntry, prepare_out_dir
 from data.records import Record, write_records
 from data.worker_setup import init_worker
+
+if TYPE_CHECKING:
+    from data.ray_engine import RayOptions
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +73,12 @@ __all__ = [
     "Built",
     "Failure",
     "Item",
+    "Outcome",
     "SkipItem",
+    "journal_entry",
     "run_builder",
+    "run_chunk",
+    "write_failures",
 ]
 
 S = TypeVar("S")
@@ -147,7 +155,7 @@ class BuildSummary:
         return self.built + self.kept
 
 
-class _Outcome(NamedTuple):
+class Outcome(NamedTuple):
     """One item's result as sent back from a worker: a journal entry, or a failure (maybe a skip)."""
 
     key: str
@@ -156,31 +164,36 @@ class _Outcome(NamedTuple):
     skipped: bool = False
 
 
-def _run_one(builder: Callable[[Item, Path, Any], Built], out: Path, settings: Any, item: Item) -> _Outcome:
-    try:
-        built = builder(item, out, settings)
-    except BadInput as exc:
-        return _Outcome(item.key, failure=Failure(item.key, exc.path or item.source, exc.reason))
-    except SkipItem as exc:
-        return _Outcome(item.key, failure=Failure(item.key, item.source, str(exc)), skipped=True)
-    entry = {
+def journal_entry(item: Item, built: Built) -> JournalEntry:
+    """The journal line of a built item: its key, what its input was, its record and notes."""
+    return {
         "key": item.key,
         "input": item.fingerprint(),
         "record": built.record.to_json(),
         "notes": list(built.notes),
     }
-    return _Outcome(item.key, entry=entry)
 
 
-def _run_chunk(
+def _run_one(builder: Callable[[Item, Path, Any], Built], out: Path, settings: Any, item: Item) -> Outcome:
+    try:
+        built = builder(item, out, settings)
+    except BadInput as exc:
+        return Outcome(item.key, failure=Failure(item.key, exc.path or item.source, exc.reason))
+    except SkipItem as exc:
+        return Outcome(item.key, failure=Failure(item.key, item.source, str(exc)), skipped=True)
+    return Outcome(item.key, entry=journal_entry(item, built))
+
+
+def run_chunk(
     builder: Callable[[Item, Path, Any], Built], out: Path, settings: Any, items: list[Item]
-) -> list[_Outcome]:
+) -> list[Outcome]:
+    """The builder over ``items`` in order: the unit both engines hand to a worker."""
     return [_run_one(builder, out, settings, item) for item in items]
 
 
 def _ordered_map(
-    fn: Callable[[list[Item]], list[_Outcome]], chunks: Iterator[list[Item]], workers: int
-) -> Iterator[list[_Outcome]]:
+    fn: Callable[[list[Item]], list[Outcome]], chunks: Iterator[list[Item]], workers: int
+) -> Iterator[list[Outcome]]:
     """Map ``fn`` over chunks in input order with at most ``workers * 4`` chunks in flight."""
     if workers == 1:
         yield from map(fn, chunks)
@@ -190,7 +203,7 @@ def _ordered_map(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["data.runner", "data.worker_setup"])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker)
-    pending: deque[Future[list[_Outcome]]] = deque()
+    pending: deque[Future[list[Outcome]]] = deque()
     try:
         for chunk in chunks:
             pending.append(pool.submit(fn, chunk))
@@ -224,16 +237,23 @@ def run_builder(
     strict: bool = False,
     overwrite: bool = False,
     chunksize: int | None = None,
+    engine: RayOptions | None = None,
 ) -> BuildSummary:
     """Build (or resume) ``out/train.jsonl`` by running ``builder`` over ``items``; see the module doc.
 
     ``settings`` must be a dataclass instance (picklable; saved as the build's params). Raises
     :class:`BuildFailed` in ``strict`` mode, FileExistsError if ``out`` holds another build.
+    ``engine`` runs the same builder as shards on a Ray cluster instead (:mod:`data.ray_engine`).
     """
     out = Path(out)
     workers = workers or os.cpu_count() or 1
     _check_keys(items)
     prepare_out_dir(out, name, {"builder": name, **dataclasses.asdict(settings)}, overwrite)  # type: ignore[call-overload]
+    if engine is not None:
+        from data.ray_engine import run_sharded
+
+        work = partial(run_chunk, builder, out, settings)
+        return run_sharded(name, work, items, out, engine, strict=strict)
     journal = Journal(out, name)
     journal.load()
     summary = BuildSummary(name, out / "train.jsonl")
@@ -242,7 +262,7 @@ def run_builder(
     summary.kept = len(kept)
     built: set[str] = set()
     chunk = chunksize or max(1, min(8, len(todo) // (workers * 16)))  # small chunks: short idle tail
-    task = partial(_run_chunk, builder, out, settings)
+    task = partial(run_chunk, builder, out, settings)
     try:
         with tqdm(total=len(items), initial=summary.kept, desc=name, unit="item", disable=None) as bar:
             results = contextlib.closing(_ordered_map(task, _chunks(todo, chunk), workers))
@@ -254,7 +274,7 @@ def run_builder(
                             built.add(outcome.key)
                     bar.update(len(outcomes))
     finally:
-        _write_failures(out / "failed.jsonl", summary.failed)
+        write_failures(out / "failed.jsonl", summary.failed)
         journal.close()
     done = [item.key for item in items if item.key in kept or item.key in built]
     journal.compact(done)
@@ -265,7 +285,7 @@ def run_builder(
     return summary
 
 
-def _account(summary: BuildSummary, journal: Journal, outcome: _Outcome, strict: bool) -> None:
+def _account(summary: BuildSummary, journal: Journal, outcome: Outcome, strict: bool) -> None:
     """Fold one item's outcome into the summary and journal; raise BuildFailed if strict."""
     if outcome.entry is not None:
         journal.add(outcome.entry)
@@ -280,7 +300,7 @@ def _account(summary: BuildSummary, journal: Journal, outcome: _Outcome, strict:
         raise BuildFailed(outcome.failure)
 
 
-def _write_failures(path: Path, failures: Sequence[Failure]) -> None:
+def write_failures(path: Path, failures: Sequence[Failure]) -> None:
     """``failed.jsonl``: one ``{"key", "path", "reason"}`` per failed item of this run (may be empty)."""
     with atomic_write(path) as handle:
         for failure in failures:

@@ -13,14 +13,20 @@ import argparse
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from data.atomic import atomic_save_image, atomic_write_json
 from data.builder_cli import non_negative_int, positive_int
+from data.engine_cli import add_engine_args, engine_options
 from data.fonts import resolve_font_path
 from data.skins import generate_skin
+
+if TYPE_CHECKING:
+    from data.ray_engine import RayOptions
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +65,11 @@ def _write_skin(out: Path, index: int, seed: int, scale: float, font: Path | Non
     return True
 
 
+def _write_skins(out: Path, seed: int, scale: float, font: Path | None, indices: range) -> tuple[int, int]:
+    """One Ray shard: (skins in it, skins written)."""
+    return len(indices), sum(_write_skin(out, i, seed, scale, font) for i in indices)
+
+
 def build_skins(
     out: str | Path,
     n: int,
@@ -66,8 +77,10 @@ def build_skins(
     scale: float = 1.0,
     font: str | Path | None = None,
     workers: int = 2,
+    engine: RayOptions | None = None,
 ) -> Path:
-    """Write (or resume) ``n`` skin folders under ``out``; return ``out``."""
+    """Write (or resume) ``n`` skin folders under ``out``; return ``out``. ``engine``: as Ray tasks over
+    shards of indices (a skin's ``skin.json`` is its done marker either way)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     out = Path(out)
@@ -81,20 +94,35 @@ def build_skins(
         "font": None if font_path is None else str(font_path),
     }
     _check_params(out, params)
-    with (
-        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(total=n, desc="skins", unit="skin", disable=None) as bar,
-    ):
-        written = 0
-        for wrote in pool.map(lambda i: _write_skin(out, i, seed, scale, font_path), range(n)):
-            written += wrote
-            bar.update()
+    written = 0
+    with tqdm(total=n, desc="skins", unit="skin", disable=None) as bar:
+        if engine is not None:
+            from data.ray_engine import map_unordered
+
+            write = partial(_write_skins, out, seed, scale, font_path)
+            shards = (range(i, min(i + engine.shard_size, n)) for i in range(0, n, engine.shard_size))
+            for count, wrote in map_unordered(write, shards, engine):
+                written += wrote
+                bar.update(count)
+        else:
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                for wrote in pool.map(lambda i: _write_skin(out, i, seed, scale, font_path), range(n)):
+                    written += wrote
+                    bar.update()
     logger.info("skins: %d skin folders in %s (%d written, %d kept)", n, out, written, n - written)
     return out
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    build_skins(args.out, args.n, seed=args.seed, scale=args.scale, font=args.font, workers=args.workers)
+    build_skins(
+        args.out,
+        args.n,
+        seed=args.seed,
+        scale=args.scale,
+        font=args.font,
+        workers=args.workers,
+        engine=engine_options(args),
+    )
     return 0
 
 
@@ -115,4 +143,5 @@ def add_cli(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     parser.add_argument("--font", type=Path, default=None, help="TTF/TTC font (default: packaged CJK font)")
     parser.add_argument("--workers", type=positive_int, default=2, help="writer threads (default 2)")
+    add_engine_args(parser)
     parser.set_defaults(func=_cmd)
