@@ -8,6 +8,7 @@ half-written folder is never resumed from.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -22,12 +23,12 @@ from accelerate.utils import DistributedType
 from diffusers import ControlNetModel
 
 from data.atomic import atomic_write_json, atomic_write_text
-from train.run_layout import CONFIG_FILE
+from train.checkpoint_verify import CheckpointError, checkpoint_problems
+from train.run_layout import CONFIG_FILE, STATE_FILE
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "checkpoint-"
-STATE_FILE = "trainer_state.json"
 
 
 @dataclass
@@ -40,10 +41,16 @@ class TrainerState:
     batches_into_epoch: int
     convergence: dict[str, object] | None = None
     """`ConvergenceTracker.to_json()`: validation edge scores so far and the convergence step, if any."""
+    num_processes: int | None = None
+    """Ranks that wrote the checkpoint (the data position counts their batches); None before it was kept."""
 
     @classmethod
     def read(cls, folder: Path) -> TrainerState:
-        return cls(**json.loads((folder / STATE_FILE).read_text(encoding="utf-8")))
+        path = folder / STATE_FILE
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as err:
+            raise CheckpointError(f"{path} is broken ({err}); resume from another checkpoint") from err
 
 
 def checkpoint_step(folder: Path) -> int | None:
@@ -58,16 +65,56 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
 
 
 def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
-    """The checkpoint to resume from: None, 'latest' (None if there is none yet) or an explicit folder."""
+    """The checkpoint to resume from, verified: None, 'latest' (the newest intact one, with a warning
+    naming the files of each damaged newer one; None if there is none yet) or an explicit folder."""
     if not resume:
         return None
-    if resume == "latest":
-        existing = list_checkpoints(output_dir)
-        return existing[-1] if existing else None
-    folder = Path(resume)
-    if not (folder / STATE_FILE).is_file():
-        raise FileNotFoundError(f"checkpoint.resume: {folder} is not a complete checkpoint (no {STATE_FILE})")
-    return folder
+    if resume != "latest":
+        folder = Path(resume)
+        if not (folder / STATE_FILE).is_file():
+            raise FileNotFoundError(
+                f"checkpoint.resume: {folder} is not a complete checkpoint (no {STATE_FILE})"
+            )
+        if problems := checkpoint_problems(folder):
+            raise CheckpointError(f"checkpoint.resume: {folder} is damaged: " + "; ".join(problems))
+        return folder
+    existing = list_checkpoints(output_dir)
+    for folder in reversed(existing):
+        problems = checkpoint_problems(folder)
+        if not problems:
+            return folder
+        logger.warning("Skipping damaged %s: %s", folder.name, "; ".join(problems))
+    if existing:
+        raise CheckpointError(
+            f"every checkpoint in {output_dir} is damaged (see the warnings above); resume from a copy with "
+            "checkpoint.resume=PATH, or move them away to start afresh"
+        )
+    return None
+
+
+def remove_stale_temp(output_dir: Path) -> None:
+    """Removes the temp folders of saves that a dead writer left (call while holding the run's lock)."""
+    for tmp in sorted(output_dir.glob(".*.tmp")):
+        if tmp.is_dir():
+            logger.info("Removing %s, left by an interrupted save", tmp)
+            shutil.rmtree(tmp)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _space_error(output_dir: Path, needed: int) -> OSError | None:
+    """An ENOSPC error with the numbers when `output_dir`'s filesystem has less than `needed` free."""
+    free = shutil.disk_usage(output_dir).free
+    if free >= needed:
+        return None
+    return OSError(
+        errno.ENOSPC,
+        f"no space left for a checkpoint in {output_dir}: {free / 2**20:.1f} MiB free, a checkpoint "
+        f"needs about {needed / 2**20:.1f} MiB; the earlier checkpoints are intact. Free some space or "
+        "lower checkpoint.total_limit, then resume",
+    )
 
 
 def save_controlnet(controlnet: ControlNetModel, folder: Path, config_yaml: str) -> None:
@@ -101,22 +148,33 @@ def save_checkpoint(
     state: TrainerState,
     config_yaml: str,
     total_limit: int | None,
+    needed_bytes: int,
 ) -> Path:
     """Saves accelerate's state on every rank (DeepSpeed and FSDP need all of them), then `models`
     (folder name -> model, given on the main process) in diffusers format; renames and rotates on the
-    main process."""
+    main process. Refuses up front, and explains a failed write, when the disk lacks `needed_bytes`."""
     final = output_dir / f"{PREFIX}{state.step}"
     tmp = output_dir / f".{PREFIX}{state.step}.tmp"
+    if error := _space_error(output_dir, needed_bytes):
+        raise error
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    tmp.mkdir(parents=True, exist_ok=True)
-    accelerator.save_state(str(tmp))
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            for name, model in models.items():
+                save_controlnet(model, tmp / name, config_yaml)
+            atomic_write_text(tmp / CONFIG_FILE, config_yaml)
+            atomic_write_json(tmp / STATE_FILE, asdict(state))
+    except (OSError, RuntimeError) as err:  # torch's writer reports a full disk as RuntimeError
+        written = folder_bytes(tmp) if tmp.is_dir() else 0
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error := _space_error(output_dir, max(needed_bytes, written + 1)):
+            raise error from err
+        raise
     if accelerator.is_main_process:
-        for name, model in models.items():
-            save_controlnet(model, tmp / name, config_yaml)
-        atomic_write_text(tmp / CONFIG_FILE, config_yaml)
-        atomic_write_json(tmp / STATE_FILE, asdict(state))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

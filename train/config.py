@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,16 @@ from typing import Literal
 
 import yaml
 
-from train.config_loader import ConfigError, apply_overrides, build_dataclass, load_yaml, to_dict
+from train.config_aliases import ALIASES
+from train.config_loader import (
+    ConfigError,
+    KeyHints,
+    apply_overrides,
+    blame_overrides,
+    build_dataclass,
+    load_yaml,
+    to_dict,
+)
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
 LRSchedule = Literal[
@@ -84,6 +94,9 @@ class TrainConfig:
     max_skipped_steps: int = 5
     diffusion_loss_weight: float = 1.0
     """Weight of the denoising MSE in the total loss; 0 trains on the text loss alone."""
+    timestep_sampling: Literal["uniform", "cubic"] = "uniform"
+    """How training timesteps are drawn. `cubic` (T2I-Adapter's t = (1 - u^3) T, as in diffusers' adapter
+    script) favours the noisy steps, where the layout is decided and a condition has most to say."""
     lr_new_layers: float | None = None
     """Learning rate of the layers the ControlNet does not copy from the UNet (conditioning embedder,
     zero convolutions); None trains them at `lr` like the rest."""
@@ -155,6 +168,10 @@ class CheckpointConfig:
     """Also write `checkpoint-0` before the first step: the ControlNet as training starts (for a copy of
     the UNet: no control at all), the step-0 column of `python -m inference` reports. Counts towards
     `total_limit`."""
+    allow_config_change: bool = False
+    """Resume even when the recipe differs from the checkpoint's in what it trains (batch size,
+    resolution, dataset, model, optimizer...); refused by default, with the list of changes. The restored
+    optimizer and LR schedule keep the checkpoint's learning rates, and the run records those."""
 
 
 @dataclass
@@ -260,6 +277,56 @@ def _positive(problems: list[str], where: str, value: float, allow_zero: bool = 
         problems.append(f"{where} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+LOCAL_BASE_HINT = "set model.base to a local diffusers folder (e.g. assets/tiny-sdxl-trained)"
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    """`org/name` and nothing else: no leading ./ or ~, no backslash, exactly one slash."""
+    return value.count("/") == 1 and not value.startswith((".", "/", "~")) and "\\" not in value
+
+
+def _hub_problem(repo_id: str) -> str | None:
+    """Why `repo_id` cannot be loaded from the Hub now (offline, unreachable), or None. Checked before
+    anything is encoded, instead of diffusers' retried HEAD requests ending in `OSError ... config.json`."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str):
+        return None  # downloaded before: diffusers loads it from the cache
+    if constants.HF_HUB_OFFLINE:
+        return (
+            f"model.base: {repo_id} is not a local folder (none here) nor in the Hugging Face cache, and "
+            f"HF_HUB_OFFLINE is set: {LOCAL_BASE_HINT}"
+        )
+    endpoint = constants.ENDPOINT.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = endpoint.partition(":")
+    try:
+        socket.create_connection((host, int(port or 443)), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        return (
+            f"model.base: {repo_id} is not a local folder (none here), and the Hugging Face Hub ({endpoint}) "
+            f"cannot be reached to download it ({exc.strerror or exc}): {LOCAL_BASE_HINT}"
+        )
+    return None
+
+
+def _base_problems(base: str) -> list[str]:
+    """model.base: a diffusers folder that exists, or a hub id that can be fetched now."""
+    if not base:
+        return [f"model.base is required: {LOCAL_BASE_HINT}, or a hub id"]
+    path = Path(base).expanduser()
+    if path.is_dir():
+        if (path / "model_index.json").is_file():
+            return []
+        return [f"model.base: {base} is not a diffusers folder (no model_index.json): {LOCAL_BASE_HINT}"]
+    if path.exists():
+        return [f"model.base: {base} is a file, not a diffusers folder: {LOCAL_BASE_HINT}"]
+    if not _looks_like_hub_id(base) or Path(base.split("/")[0]).is_dir():  # a path, not an org/name
+        return [f"model.base: folder {base} does not exist: {LOCAL_BASE_HINT}"]
+    problem = _hub_problem(base)
+    return [] if problem is None else [problem]
+
+
 def _local_path_problems(config: SkinforgeConfig) -> list[str]:
     """Paths that look local must exist; hub ids (org/name, not present locally) are left to diffusers."""
     problems = []
@@ -267,18 +334,20 @@ def _local_path_problems(config: SkinforgeConfig) -> list[str]:
         looks_local = value and (value.startswith((".", "/", "~")) or Path(value).exists())
         if looks_local and not Path(value).expanduser().is_dir():
             problems.append(f"{where}: folder {value} does not exist")
-    base = config.model.base
-    if not base:
-        problems.append("model.base is required: a local SDXL diffusers folder or a hub id")
-    elif base.startswith((".", "/", "~")) and not (Path(base).expanduser() / "model_index.json").is_file():
-        problems.append(f"model.base: {base} is not a diffusers folder (no model_index.json)")
+    problems.extend(_base_problems(config.model.base))
     jsonl = config.data.train_jsonl
     if not jsonl:
         problems.append("data.train_jsonl is required")
     elif not Path(jsonl).is_file():
-        problems.append(f"data.train_jsonl: {jsonl} does not exist")
+        problems.append(
+            f"data.train_jsonl: {jsonl} does not exist: build a dataset (python -m data ...) or set "
+            "data.train_jsonl to your train.jsonl"
+        )
     if config.validation.jsonl and not Path(config.validation.jsonl).is_file():
-        problems.append(f"validation.jsonl: {config.validation.jsonl} does not exist")
+        problems.append(
+            f"validation.jsonl: {config.validation.jsonl} does not exist: set it to a held-out "
+            "train.jsonl, or turn validation off with validation.every_n_steps=0"
+        )
     for i, image in enumerate(config.validation.conditioning_images):
         if not Path(image).is_file():
             problems.append(f"validation.conditioning_images[{i}]: {image} does not exist")
@@ -314,7 +383,8 @@ def validate(config: SkinforgeConfig, check_paths: bool = True) -> list[str]:
         _positive(problems, "train.num_threads", t.num_threads)
     if t.lr_warmup_steps > t.max_steps:
         problems.append(
-            f"train.lr_warmup_steps ({t.lr_warmup_steps}) exceeds train.max_steps ({t.max_steps})"
+            f"train.lr_warmup_steps ({t.lr_warmup_steps}) exceeds train.max_steps ({t.max_steps}): lower "
+            f"it to at most {t.max_steps} (e.g. train.lr_warmup_steps={t.max_steps // 10})"
         )
     _positive(problems, "checkpoint.every_n_steps", c.every_n_steps)
     if c.total_limit is not None:
@@ -323,7 +393,8 @@ def validate(config: SkinforgeConfig, check_paths: bool = True) -> list[str]:
     _positive(problems, "validation.every_n_steps", v.every_n_steps, allow_zero=True)
     if v.every_n_steps and not v.prompts and not v.jsonl:
         problems.append(
-            "validation.every_n_steps is set but neither validation.prompts nor validation.jsonl is"
+            "validation.every_n_steps is set but neither validation.prompts nor validation.jsonl is: set "
+            "validation.jsonl to a held-out train.jsonl, or validation.every_n_steps=0"
         )
     _positive(problems, "train.max_skipped_steps", t.max_skipped_steps, allow_zero=True)
     _positive(problems, "validation.max_records", v.max_records)
@@ -440,12 +511,20 @@ def _has_boxes(jsonl: Path) -> bool:
 def load_config(
     path: str | Path | None, overrides: Sequence[str] = (), check_paths: bool = True
 ) -> SkinforgeConfig:
-    """Loads a YAML recipe, applies `section.key=value` overrides and validates everything at once."""
+    """Loads a YAML recipe, applies `section.key=value` overrides and validates everything at once.
+    A problem whose value came from an override says so, rather than blaming the YAML file."""
     source = str(path) if path else "overrides"
     tree = load_yaml(path) if path else {}
     problems = apply_overrides(tree, overrides)
-    config = build_dataclass(SkinforgeConfig, tree, "", problems)
+    config = build_dataclass(SkinforgeConfig, tree, "", problems, KEY_HINTS)
     problems.extend(validate(config, check_paths=check_paths))
     if problems:
-        raise ConfigError(problems, source)
+        blamed, from_overrides = blame_overrides(problems, overrides)
+        if from_overrides and path:
+            source = f"{path} with the command-line overrides ({from_overrides} from the overrides)"
+        raise ConfigError(blamed, source)
     return config
+
+
+KEY_HINTS = KeyHints.of(SkinforgeConfig, ALIASES)
+"""Suggestions for unknown keys: by spelling, by meaning (the diffusers script's names), by section."""

@@ -10,6 +10,8 @@ from typing import TextIO
 import diffusers
 import transformers
 
+from data.atomic import atomic_write_text
+
 LOG_FORMAT = "%(asctime)s %(levelname)s [rank %(rank)s] %(name)s: %(message)s"
 
 
@@ -41,10 +43,18 @@ class _RankFilter(logging.Filter):
 
 
 class MetricsLog:
-    """Appends one JSON object per logged step; appending keeps the history of a resumed run."""
+    """Appends one JSON object per logged step; appending keeps the history of a resumed run.
 
-    def __init__(self, path: Path) -> None:
+    Lines after `keep_through_step` (the resumed checkpoint's step; -1 for a fresh start) are dropped
+    first: their steps are redone, so each step keeps one line, and a line torn by a kill goes too.
+    """
+
+    def __init__(self, path: Path, keep_through_step: int = -1) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            kept = [ln for ln in lines if (step := _step(ln)) is not None and step <= keep_through_step]
+            atomic_write_text(path, "".join(f"{line}\n" for line in kept))
         self._file: TextIO = path.open("a", encoding="utf-8")
 
     def write(self, step: int, values: dict[str, float]) -> None:
@@ -53,3 +63,12 @@ class MetricsLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _step(line: str) -> int | None:
+    """The step of a metrics.jsonl line; None for a torn or foreign line."""
+    try:
+        step = json.loads(line).get("step")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None

@@ -20,9 +20,13 @@ from data.atomic import atomic_write_text
 from data.host_memory import keep_freed_memory
 from data.records import read_records
 from train.buckets import BucketBatchSampler, bucket_sizes
+from train.checkpoint_verify import CheckpointError
 from train.checkpointing import (
     TrainerState,
+    folder_bytes,
     full_controlnet,
+    list_checkpoints,
+    remove_stale_temp,
     resolve_resume,
     save_checkpoint,
     save_controlnet,
@@ -41,7 +45,9 @@ from train.encoded_cache import (
 )
 from train.memory_savers import apply_model_savers, controlnet_param_groups, make_optimizer, set_tf32
 from train.nonfinite import NonFiniteError, NonFiniteGuard
+from train.resume_check import check_resume_config
 from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
+from train.run_lock import RunLock
 from train.run_logging import MetricsLog, configure_logging
 from train.sdxl_models import (
     build_controlnet,
@@ -51,6 +57,7 @@ from train.sdxl_models import (
     load_vae,
 )
 from train.step_losses import ControlNetStepLosses
+from train.stop_signals import StopRequest
 
 if TYPE_CHECKING:
     from train.text_supervision import TextSupervision
@@ -69,13 +76,19 @@ def _metric_name(key: str) -> str:
 class ControlNetTrainer:
     """Trains a ControlNet against a frozen SDXL UNet on cached latents and prompt embeddings."""
 
-    def __init__(self, config: SkinforgeConfig) -> None:
+    def __init__(self, config: SkinforgeConfig, stop: StopRequest | None = None) -> None:
         self.config = config
         self.output_dir = Path(config.train.output_dir)
         self.weight_dtype = DTYPES[config.train.mixed_precision]
         self.state = TrainerState(step=0, micro_step=0, epoch=0, batches_into_epoch=0)
         self.convergence = ConvergenceTracker(config.validation.convergence_min_gain)
         self.nonfinite = NonFiniteGuard(config.train.on_nonfinite, config.train.max_skipped_steps)
+        self.stop = stop or StopRequest()
+        """Installed by the command line (`main`); in-process callers get one that never fires."""
+        self.stopped = False
+        """True when `train()` ended early on a stop signal, after writing this step's checkpoint."""
+        self.lock = RunLock(self.output_dir)
+        self._saved_step: int | None = None
 
     # ----------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -95,16 +108,19 @@ class ControlNetTrainer:
             torch.set_num_threads(cfg.train.num_threads)
         if cfg.train.keep_freed_host_memory and self.accelerator.device.type == "cpu":
             keep_freed_memory()
-        set_seed(cfg.train.seed)
-        self.config_yaml = cfg.to_yaml()
         if self.accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.output_dir / CONFIG_FILE, self.config_yaml)
+            self.lock.acquire()  # before anything in the folder is read or written
+            remove_stale_temp(self.output_dir)
+        self.resume_from = self._pick_checkpoint()
+        set_seed(cfg.train.seed)
         dataset = self._setup_data_and_models()
         self._setup_optimization(dataset)
         self._setup_trackers()
         self.validator = self._make_validator()
         self._resume()
+        self.config_yaml = cfg.to_yaml()  # after the resume: what the run really uses
+        if self.accelerator.is_main_process:
+            atomic_write_text(self.output_dir / CONFIG_FILE, self.config_yaml)
 
     def _make_accelerator(self) -> Accelerator:
         cfg = self.config
@@ -259,7 +275,9 @@ class ControlNetTrainer:
     def _setup_trackers(self) -> None:
         cfg = self.config
         if self.accelerator.is_main_process:
-            self.metrics = MetricsLog(self.output_dir / "metrics.jsonl")
+            # the lines of steps after the resumed checkpoint were lost with their weights; redone below
+            resumed_step = TrainerState.read(self.resume_from).step if self.resume_from else -1
+            self.metrics = MetricsLog(self.output_dir / "metrics.jsonl", keep_through_step=resumed_step)
             init_kwargs = (
                 {"wandb": {"mode": cfg.log.wandb_mode, "dir": str(self.output_dir)}} if cfg.log.wandb else {}
             )
@@ -277,13 +295,34 @@ class ControlNetTrainer:
             buckets = bucket_sizes(cfg.data.resolution, cfg.data.bucket_step, cfg.data.bucket_max_ratio)
         return TrainingValidator(cfg.validation, cfg.model, cfg.data.resolution, self.output_dir, buckets)
 
-    def _resume(self) -> None:
-        folder = resolve_resume(self.config.checkpoint.resume, self.output_dir)
+    def _pick_checkpoint(self) -> Path | None:
+        """The verified checkpoint to resume from, its recipe checked against this one; None: fresh."""
+        resume = self.config.checkpoint.resume
+        folder = resolve_resume(resume, self.output_dir)
         if folder is None:
-            if self.config.checkpoint.resume:
-                logger.info(
-                    "checkpoint.resume=%s: no checkpoint yet, starting fresh", self.config.checkpoint.resume
+            if existing := list_checkpoints(self.output_dir):
+                raise CheckpointError(
+                    f"{self.output_dir} holds {existing[-1].name} of an earlier run and checkpoint.resume is "
+                    "not set: a fresh start would overwrite it. Set checkpoint.resume=latest to continue "
+                    "it, or choose another train.output_dir"
                 )
+            if resume:
+                logger.info("checkpoint.resume=%s: no checkpoint yet, starting fresh", resume)
+            return None
+        check_resume_config(folder, self.config)
+        saved_ranks = TrainerState.read(folder).num_processes
+        ranks = self.accelerator.num_processes
+        if saved_ranks not in (None, ranks) and not self.config.checkpoint.allow_config_change:
+            raise CheckpointError(
+                f"{folder} was written by {saved_ranks} processes and this run has {ranks}: its data "
+                "position counts the batches of all ranks. Launch as many, or set "
+                "checkpoint.allow_config_change=true"
+            )
+        return folder
+
+    def _resume(self) -> None:
+        folder = self.resume_from
+        if folder is None:
             return
         self.accelerator.load_state(str(folder))
         self.state = TrainerState.read(folder)
@@ -291,7 +330,24 @@ class ControlNetTrainer:
             self.convergence = ConvergenceTracker.from_json(
                 self.state.convergence, self.config.validation.convergence_min_gain
             )
+        self._record_restored_learning_rates()
         logger.info("Resumed from %s at step %d", folder, self.state.step)
+
+    def _record_restored_learning_rates(self) -> None:
+        """The restored LR schedule keeps the checkpoint's base rates whatever train.lr says now; the
+        run's recorded config says what it really trains with."""
+        t = self.config.train
+        restored = [float(rate) for rate in self.lr_scheduler.scheduler.base_lrs]
+        configured = [t.lr] if t.lr_new_layers is None else [t.lr, t.lr_new_layers]
+        if restored != configured:
+            logger.warning(
+                "The restored LR schedule trains at base rates %s, not the configured %s; recorded as such",
+                restored,
+                configured,
+            )
+            t.lr = restored[0]
+            if t.lr_new_layers is not None:
+                t.lr_new_layers = restored[-1]
 
     # ----------------------------------------------------------------------------------- train
     def train(self) -> None:
@@ -320,10 +376,27 @@ class ControlNetTrainer:
                     self._after_step(losses, bar)
                     if self.state.step >= cfg.train.max_steps:
                         break
+                    if self.stop.stop_after(self.state.step):
+                        self._stop_on_signal()
+                        break
             else:
                 self.state.epoch += 1
                 self.state.batches_into_epoch = 0
+            if self.stopped:
+                break
         bar.close()
+
+    def _stop_on_signal(self) -> None:
+        """Writes this step's checkpoint (unless just written) and ends `train()` early."""
+        if self._saved_step != self.state.step:
+            self._save_checkpoint()
+        self.stopped = True
+        logger.warning(
+            "Stopped on %s after step %d; checkpoint-%d holds it (resume with checkpoint.resume=latest)",
+            self.stop.signal.name if self.stop.signal else "another rank's stop signal",
+            self.state.step,
+            self.state.step,
+        )
 
     def _micro_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with self.accelerator.accumulate(self.controlnet):
@@ -374,6 +447,7 @@ class ControlNetTrainer:
 
     def _save_checkpoint(self) -> None:
         NonFiniteGuard.check_weights(self.accelerator, self.controlnet.parameters(), self.state.step)
+        self.state.num_processes = self.accelerator.num_processes
         save_checkpoint(
             self.accelerator,
             self._exportable_models(),
@@ -381,7 +455,17 @@ class ControlNetTrainer:
             self.state,
             self.config_yaml,
             self.config.checkpoint.total_limit,
+            self._checkpoint_bytes(),
         )
+        self._saved_step = self.state.step
+
+    def _checkpoint_bytes(self) -> int:
+        """The size of the next checkpoint: the newest one's, or (none yet) the ControlNet's weights four
+        times over (accelerate's copy, AdamW's two moments, the diffusers copy), plus the EMA."""
+        if existing := list_checkpoints(self.output_dir):
+            return folder_bytes(existing[-1])
+        weights = sum(p.numel() * p.element_size() for p in self.controlnet.parameters())
+        return weights * (4 + (self.ema is not None))
 
     def _validate(self, step: int) -> None:
         """Validation images and scores when due; edge adherence feeds the convergence tracker."""
@@ -455,8 +539,14 @@ class ControlNetTrainer:
         if self.accelerator.is_main_process:
             for name, model in models.items():
                 save_controlnet(model, self.output_dir / name, self.config_yaml)
-            self.metrics.close()
             logger.info("Final ControlNet saved to %s", final)
             self._log_convergence()
-        self.accelerator.end_training()
+        self.close()
         return final
+
+    def close(self) -> None:
+        """Closes metrics.jsonl and the trackers and frees the run folder (also after a stop)."""
+        if self.accelerator.is_main_process:
+            self.metrics.close()
+        self.accelerator.end_training()
+        self.lock.release()
