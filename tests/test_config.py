@@ -75,18 +75,20 @@ def test_every_problem_is_listed_with_suggestions(tmp_path: Path) -> None:
                 "train.lr=-1",
                 f"data.train_jsonl={tmp_path}/missing.jsonl",
                 "garbage",
+                f"model.base={tmp_path}",
             ],
         )
     problems = info.value.problems
     text = str(info.value)
-    assert "unknown key 'trian' (did you mean 'train'?)" in problems
-    assert "unknown key 'data.resolutoin' (did you mean 'data.resolution'?)" in problems
-    assert "train.mixed_precision: 'fp8' is not one of 'no', 'fp16', 'bf16'" in problems
-    assert "train.batch_size: expected int, got str 'two'" in problems
-    assert "train.lr must be > 0, got -1.0" in problems
-    assert f"data.train_jsonl: {tmp_path}/missing.jsonl does not exist" in problems
+    assert "unknown key 'trian' (did you mean 'train'?) (from the command line: trian.max_steps=3)" in text
+    assert "unknown key 'data.resolutoin' (did you mean 'data.resolution'?)" in text
+    assert "train.mixed_precision: 'fp8' is not one of 'no', 'fp16', 'bf16'" in text
+    assert "train.batch_size: expected int, got str 'two'" in text
+    assert "train.lr must be > 0, got -1.0" in text
+    assert f"data.train_jsonl: {tmp_path}/missing.jsonl does not exist" in text
     assert any("garbage" in p and "section.key=value" in p for p in problems)
-    assert len(problems) == 7 and "7 problem(s)" in text
+    assert f"model.base: {tmp_path} is not a diffusers folder (no model_index.json)" in text
+    assert len(problems) == 8 and "8 problem(s)" in text
 
 
 def test_cross_field_checks() -> None:
@@ -101,12 +103,10 @@ def test_cross_field_checks() -> None:
             ],
             check_paths=False,
         )
-    problems = info.value.problems
-    assert "train.lr_warmup_steps (50) exceeds train.max_steps (10)" in problems
-    assert "data.resolution must be a multiple of 8 (the VAE factor), got 100" in problems
-    assert (
-        "validation.every_n_steps is set but neither validation.prompts nor validation.jsonl is" in problems
-    )
+    text = str(info.value)
+    assert "train.lr_warmup_steps (50) exceeds train.max_steps (10): lower it to at most 10" in text
+    assert "data.resolution must be a multiple of 8 (the VAE factor), got 100" in text
+    assert "validation.every_n_steps is set but neither validation.prompts nor validation.jsonl is" in text
 
 
 def test_saved_yaml_round_trips(tmp_path: Path) -> None:
@@ -132,3 +132,67 @@ def test_entry_point_reports_config_problems_and_exits_2(capsys: pytest.CaptureF
 def test_bare_no_is_the_string_no() -> None:
     config = load_config("configs/keyboard_1024.yaml", ["train.mixed_precision=no"], check_paths=False)
     assert config.train.mixed_precision == "no"
+
+
+# --------------------------------------------------------------------------------------------------
+# errors that name the fix
+
+
+def _problems(overrides: list[str], path: str = "configs/fill_tiny.yaml") -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides, check_paths=False)
+    return str(info.value)
+
+
+def test_unknown_keys_are_suggested_by_meaning_or_listed() -> None:
+    text = _problems(["train.learnig_rate=1e-4", "train.max_train_steps=5", "train.resolution=512"])
+    assert "unknown key 'train.learnig_rate' (did you mean 'train.lr'?)" in text, "a misspelt alias"
+    assert "unknown key 'train.max_train_steps' (did you mean 'train.max_steps'?)" in text, "diffusers' name"
+    assert "unknown key 'train.resolution' (did you mean 'data.resolution'?)" in text, "another section"
+    assert "did you mean 'train.optimizer=adamw_8bit'" in _problems(["train.use_8bit_adam=true"])
+    listed = _problems(["train.zzz=1"])
+    assert "unknown key 'train.zzz' (keys of 'train': output_dir, seed, max_steps, batch_size" in listed
+    assert "unknown key 'max_steps' (did you mean 'train.max_steps'?)" in _problems(["max_steps=10"])
+
+
+def test_problems_from_overrides_blame_the_command_line(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train:\n  lr_warmup_steps: 500\n", encoding="utf-8")
+    text = _problems(["train.max_steps=6"], str(recipe))
+    assert (
+        "train.lr_warmup_steps (500) exceeds train.max_steps (6): lower it to at most 6 "
+        "(e.g. train.lr_warmup_steps=0) (from the command line: train.max_steps=6)" in text
+    )
+    assert f"in {recipe} with the command-line overrides (1 from the overrides)" in text
+    recipe.write_text("train:\n  lr_warmup_steps: 500\n  max_steps: 6\n", encoding="utf-8")
+    from_yaml = _problems(["train.lr=1e-4"], str(recipe))
+    assert "exceeds train.max_steps (6)" in from_yaml and "command line" not in from_yaml, "the YAML's own"
+
+
+def test_validation_jsonl_missing_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("configs/fill_tiny.yaml", [f"validation.jsonl={tmp_path}/val.jsonl"])
+    assert (
+        f"validation.jsonl: {tmp_path}/val.jsonl does not exist: set it to a held-out train.jsonl, or turn "
+        "validation off with validation.every_n_steps=0" in str(info.value)
+    )
+
+
+def test_model_base_checked_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=rf"model.base: folder {tmp_path}/nope does not exist"):
+        load_config("configs/fill_tiny.yaml", [f"model.base={tmp_path}/nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        ConfigError, match=r"is not a diffusers folder \(no model_index.json\): set model.base"
+    ):
+        load_config("configs/fill_tiny.yaml", [f"model.base={tmp_path}/empty"])
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(
+        ConfigError, match=r"HF_HUB_OFFLINE is set: set model\.base to a local diffusers folder"
+    ):
+        load_config("configs/fill_tiny.yaml", ["model.base=someorg/some-sdxl"])
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")  # nothing listens
+    with pytest.raises(ConfigError, match=r"cannot be reached to download it .*: set model\.base to a local"):
+        load_config("configs/fill_tiny.yaml", ["model.base=someorg/some-sdxl"])

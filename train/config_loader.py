@@ -1,16 +1,20 @@
 """Typed dataclass configs from YAML with dotted CLI overrides.
 
 Every problem found while loading (unknown keys, wrong types, bad override syntax) is collected and
-reported at once, with the closest valid key suggested, so a user fixes a recipe in one pass.
+reported at once, with a fix: the closest valid key by spelling, or by meaning (:class:`KeyHints`: the
+names other trainers use, such as ``learning_rate`` for ``lr``), or the section's keys when nothing is
+close; and a problem whose value came from a command-line override says so
+(:func:`blame_overrides`), so a user fixes a recipe in one pass, in the right place.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -26,6 +30,7 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: Sequence[str], source: str = "config") -> None:
         self.problems = list(problems)
+        self.source = source
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{len(self.problems)} problem(s) in {source}:\n{lines}")
 
@@ -34,6 +39,94 @@ def suggest(name: str, candidates: Sequence[str]) -> str:
     """' (did you mean X?)' for the closest candidate, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyHints:
+    """What an unknown key probably meant.
+
+    ``aliases`` maps other names for a setting to its dotted key (``learning_rate`` -> ``train.lr``;
+    a target may carry a value, ``use_8bit_adam`` -> ``train.optimizer=adamw_8bit``); ``paths`` maps
+    every field name to the dotted keys holding it, so a key put in the wrong section is found.
+    """
+
+    aliases: Mapping[str, str]
+    paths: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, root: type, aliases: Mapping[str, str]) -> KeyHints:
+        """Hints for the config dataclass ``root`` (its fields and nested sections)."""
+        paths: dict[str, list[str]] = {}
+
+        def walk(tp: type, prefix: str) -> None:
+            for f in dataclasses.fields(tp):  # type: ignore[arg-type]
+                path = f"{prefix}{f.name}"
+                paths.setdefault(f.name, []).append(path)
+                hint = get_type_hints(tp)[f.name]
+                if dataclasses.is_dataclass(hint):
+                    walk(hint, path + ".")  # type: ignore[arg-type]
+
+        walk(root, "")
+        return cls(aliases, {name: tuple(found) for name, found in paths.items()})
+
+    def lookup(self, key: str) -> tuple[str, float] | None:
+        """The dotted key (maybe with a value) that ``key`` names by meaning, or by field name in another
+        section, and how close the match was (1.0 exact); close misspellings count (``learnig_rate``)."""
+        name = key.strip().lstrip("-").replace("-", "_").lower()
+        close = difflib.get_close_matches(name, [*self.aliases, *self.paths], n=1, cutoff=0.8)
+        if not close:
+            return None
+        target = self.aliases.get(close[0]) or self.paths[close[0]][0]
+        return target, _similarity(name, close[0])
+
+    def hint(self, where: str, key: str, names: Sequence[str]) -> str:
+        """' (did you mean ...?)' by spelling in the section or by meaning, whichever is closer; else the
+        section's keys."""
+        prefix = f"{where}." if where else ""
+        close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
+        spelled = (f"{prefix}{close[0]}", _similarity(key, close[0])) if close else None
+        meant = self.lookup(key)
+        best = max((c for c in (spelled, meant) if c is not None), key=lambda c: c[1], default=None)
+        if best is not None:
+            return f" (did you mean '{best[0]}'?)"
+        section = f"'{where}'" if where else "the top level"
+        return f" (keys of {section}: {', '.join(names)})"
+
+
+def overridden_keys(overrides: Sequence[str]) -> dict[str, str]:
+    """``{dotted key: override text}`` of the well-formed overrides, to blame them by name."""
+    keys = {}
+    for text in overrides:
+        key, sep, _ = text.partition("=")
+        if sep and key.strip():
+            keys[key.strip()] = text
+    return keys
+
+
+def blame_overrides(problems: Sequence[str], overrides: Sequence[str]) -> tuple[list[str], int]:
+    """Each problem naming a key set on the command line (or the unknown section of one: `key 'trian'`
+    of `trian.x=1`) gets "(from the command line: k=v)"; also returns how many did."""
+    keys = overridden_keys(overrides)
+    blamed, count = [], 0
+    for problem in problems:
+        texts = [text for key, text in keys.items() if _names(problem, key)]
+        if texts:
+            count += 1
+            problem += f" (from the command line: {', '.join(texts)})"
+        blamed.append(problem)
+    return blamed, count
+
+
+def _names(problem: str, key: str) -> bool:
+    parts = key.split(".")
+    sections = [".".join(parts[:n]) for n in range(1, len(parts))]
+    return bool(re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", problem)) or any(
+        f"key '{section}'" in problem for section in sections
+    )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -89,7 +182,7 @@ def _literal_from_bool(value: Any, choices: tuple[Any, ...]) -> Any:
     return value
 
 
-def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+def _convert(value: Any, tp: Any, where: str, problems: list[str], hints: KeyHints | None = None) -> Any:
     """Checks and converts one YAML value to the annotated type, appending problems."""
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -97,7 +190,7 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], where, problems) if len(inner) == 1 else value
+        return _convert(value, inner[0], where, problems, hints) if len(inner) == 1 else value
     if origin is Literal:
         value = _literal_from_bool(value, get_args(tp))
         if value not in get_args(tp):
@@ -113,7 +206,7 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         items = [_convert(v, item_tp, f"{where}[{i}]", problems) for i, v in enumerate(value)]
         return _INVALID if any(i is _INVALID for i in items) else items
     if dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, where, problems)
+        return build_dataclass(tp, value, where, problems, hints)
     if tp is Any:
         return value
     if tp is float and isinstance(value, (int, str)) and not isinstance(value, bool):
@@ -126,24 +219,30 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     return value
 
 
-def build_dataclass(cls: type[T], tree: Any, where: str, problems: list[str]) -> T:
-    """Builds `cls` from a nested dict; unknown keys and bad types are appended to `problems`."""
+def build_dataclass(
+    cls: type[T], tree: Any, where: str, problems: list[str], hints: KeyHints | None = None
+) -> T:
+    """Builds `cls` from a nested dict; unknown keys (with ``hints``' suggestions) and bad types are
+    appended to `problems`."""
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
         problems.append(f"{where or 'config'}: expected a mapping, got {type(tree).__name__}")
         return cls()
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    key_hints, types_of = hints, get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     kwargs = {}
     for key, value in tree.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
+            if key_hints is not None:
+                problems.append(f"unknown key '{path}'" + key_hints.hint(where, str(key), names))
+                continue
             prefix = f"{where}." if where else ""
             hint = suggest(str(key), names)
             problems.append(f"unknown key '{path}'" + (hint.replace("'", f"'{prefix}", 1) if hint else ""))
             continue
-        converted = _convert(value, hints[key], path, problems)
+        converted = _convert(value, types_of[key], path, problems, key_hints)
         if converted is not _INVALID:
             kwargs[key] = converted
     return cls(**kwargs)

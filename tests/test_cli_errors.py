@@ -1,0 +1,77 @@
+"""The trainer's command line as a newcomer meets it: flags named with their override, dataset problems
+as a file:line list, each once and without a traceback (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from train.cli_flags import flag_problems
+from train.config import KEY_HINTS
+from train.launch_precheck import precheck, trainer_argv
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINER = "train/train_controlnet_sdxl.py"
+
+
+def _train(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, TRAINER, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_flags_are_named_with_their_override() -> None:
+    argv = ["--config", "c.yaml", "--max_steps", "10", "--learning_rate=1e-4", "--use_8bit_adam", "--bogus"]
+    kept, problems = flag_problems(argv, KEY_HINTS)
+    assert kept == ["--config", "c.yaml"], "the flags' values are not taken for overrides"
+    assert problems[0] == "unknown option --max_steps: overrides are dotted here, write train.max_steps=10"
+    assert problems[1].endswith("write train.lr=1e-4")
+    assert problems[2].endswith("write train.optimizer=adamw_8bit")
+    assert problems[3].startswith("unknown option --bogus: the trainer takes --config FILE and dotted")
+
+
+def test_trainer_flag_error_is_one_message(tiny_overrides: list[str]) -> None:
+    done = _train("--config", "configs/fill_tiny.yaml", *tiny_overrides, "--max_steps", "10")
+    assert done.returncode == 2
+    assert "unknown option --max_steps: overrides are dotted here, write train.max_steps=10" in done.stderr
+    assert "Traceback" not in done.stderr and "1 problem(s) in the command line" in done.stderr
+
+
+@pytest.mark.slow
+def test_dataset_error_is_its_problem_list(tiny_overrides: list[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"text": "a", "image": "a.png", "conditioning_image": "a.png"})
+        + "\n"
+        + json.dumps({"text": 3, "image": "b.png"})
+        + "\n",
+        encoding="utf-8",
+    )
+    done = _train("--config", "configs/fill_tiny.yaml", *tiny_overrides, f"data.train_jsonl={bad}")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{bad}:2: text" in done.stderr and f"{bad}:2: conditioning_image" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_launch_precheck_stops_a_bad_config_before_any_process(
+    tiny_overrides: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    launch = [
+        "--config_file",
+        "launch/accelerate/cpu_2proc.yaml",
+        TRAINER,
+        "--config",
+        "configs/fill_tiny.yaml",
+    ]
+    assert trainer_argv(launch) == ["--config", "configs/fill_tiny.yaml"]
+    assert precheck([*launch, *tiny_overrides]) is None, "a good config launches"
+    assert precheck([*launch, *tiny_overrides, "train.lr_warmup_steps=500", "train.max_steps=6"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr_warmup_steps (500) exceeds train.max_steps (6): lower it" in err
+    assert precheck(["-m", "inference", "--run", "x"]) is None, "other launches are left alone"
