@@ -75,3 +75,23 @@ def test_launch_precheck_stops_a_bad_config_before_any_process(
     err = capsys.readouterr().err
     assert "train.lr_warmup_steps (500) exceeds train.max_steps (6): lower it" in err
     assert precheck(["-m", "inference", "--run", "x"]) is None, "other launches are left alone"
+
+
+def test_launch_with_a_bad_config_is_one_short_message(tiny_overrides: list[str]) -> None:
+    """Through `python -m train.launch` and a 2-process CPU config: no rank starts, no tracebacks."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "train.launch",
+        "--config_file",
+        "launch/accelerate/cpu_2proc.yaml",
+        TRAINER,
+    ]
+    command += ["--config", "configs/fill_tiny.yaml", *tiny_overrides, "train.lr_warmup_steps=500"]
+    command += ["train.max_steps=6"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "exceeds train.max_steps (6): lower it to at most 6" in done.stderr
+    assert "(from the command line: train.lr_warmup_steps=500, train.max_steps=6)" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 2, done.stderr

@@ -13,6 +13,8 @@ SIGUSR1, and kills the trainers 30 s later, often in the middle of their checkpo
   told to forward SIGUSR1 too); the trainers finish their step, write a checkpoint and exit 75.
 - torchrun waits `TORCH_ELASTIC_SHUTDOWN_TIMEOUT` seconds (here 600 unless set) before SIGKILL.
 - The exit status is the trainers' (75 after a signal-requested stop), not accelerate's blanket 1.
+- The trainer's config is loaded here first (:mod:`train.launch_precheck`): a config problem is its
+  list and exit status 2, not one message per rank wrapped in the launcher's tracebacks.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from train.launch_precheck import precheck
 from train.stop_signals import STATUS_FILE_ENV, STOP_SIGNALS
 
 SHUTDOWN_TIMEOUT_S = "600"
@@ -42,6 +45,8 @@ def _ignore_stop_signals() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if (refused := precheck(args)) is not None:
+        return refused
     accelerate = Path(sys.executable).with_name("accelerate")
     with tempfile.TemporaryDirectory(prefix="skinforge-launch-") as tmp:
         status = Path(tmp) / "status"
