@@ -21,7 +21,13 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_save_image", "atomic_write", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "atomic_save_image",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "remove_stale_temp_files",
+]
 
 
 def _read_umask() -> int:
@@ -116,3 +122,14 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Non
     """Write ``obj`` as UTF-8 JSON (non-ASCII kept readable) with a trailing newline, atomically."""
     text = json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False)
     atomic_write_text(path, text + "\n")
+
+
+def remove_stale_temp_files(folder: Path) -> int:
+    """Removes the temp files that atomic writes killed midway left under `folder` (`.NAME.*.tmp`);
+    call it only while no other process writes there. Returns how many were removed."""
+    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        logger.info("Removed %d temp files left by interrupted writes under %s", len(stale), folder)
+    return len(stale)

@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import gc
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from data.atomic import atomic_save_image, atomic_write_json
+from data.atomic import atomic_save_image, atomic_write_json, remove_stale_temp_files
 from inference.checkpoints import ControlNetSource
 from inference.evaluate import Evaluator, MetricSettings, evaluate
 from inference.outputs import checkpoint_entry, plot_steps, record_rows, scored_images, write_grid
@@ -44,6 +45,7 @@ from inference.report_html import write_html_report
 from inference.samples import Sample, load_samples, open_rgb
 from inference.settings import ComponentDtypes, SpeedSettings, dtype_name
 from inference.sources import resolve_sources
+from train.run_lock import RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -230,37 +232,41 @@ def run_batch_inference(
     samples = load_samples(data_path, limit)
     metrics = metrics.for_data(data_path) if metrics else None
     evaluator = Evaluator(metrics, any(s.has_text for s in samples), device) if metrics else None
-    claim_out_dir(out, make_params(data_path, settings, sources))
+    with RunLock(out):  # one writer: the temp files removed below are no live run's
+        for name in claim_out_dir(out, make_params(data_path, settings, sources)):
+            shutil.rmtree(out / IMAGES_DIR / name, ignore_errors=True)  # stale: made again below
+        remove_stale_temp_files(out)
 
-    cache = _PipelineCache(device, ComponentDtypes.resolve(device, speed, dtype), speed)
-    entries = _generate_all(out, sources, samples, seed_list, settings, batch_size, cache)
-    speed_report = _speed_report(cache)
-    cache.release()
-    image_of = functools.partial(image_path, out)
-    if len(samples) > GRID_MAX_ROWS:
-        logger.warning("grid.png shows the first %d of %d records", GRID_MAX_ROWS, len(samples))
-    grid = write_grid(out / GRID_FILE, samples[:GRID_MAX_ROWS], sources, image_of, seed_list[0], GRID_CELL)
-    scores = None
-    if evaluator is not None:
-        items = scored_images(samples, sources, seed_list, image_of)
-        scores = evaluate(evaluator, items, out, {s.name: s.step for s in sources})
-    report = {
-        "data": str(data_path),
-        "records": len(samples),
-        "seeds": seed_list,
-        "settings": dataclasses.asdict(settings),
-        "batch_size": batch_size,
-        "device": device,
-        "dtype": dtype_name(cache.dtypes.unet),
-        "speed": speed_report,
-        "grid": grid.relative_to(out).as_posix(),
-        "metrics": scores["summary"] if scores else None,
-        "checkpoints": entries,
-        "seconds_total": round(time.perf_counter() - began, 3),
-    }
-    report_path = out / REPORT_FILE
-    atomic_write_json(report_path, report)
-    rows = record_rows(samples, sources, image_of, seed_list[0])
-    html = write_html_report(out, report, scores, rows, plot_steps(sources))
-    logger.info("Wrote %s, %s and %s", report_path, grid, html)
+        cache = _PipelineCache(device, ComponentDtypes.resolve(device, speed, dtype), speed)
+        entries = _generate_all(out, sources, samples, seed_list, settings, batch_size, cache)
+        speed_report = _speed_report(cache)
+        cache.release()
+        image_of = functools.partial(image_path, out)
+        if len(samples) > GRID_MAX_ROWS:
+            logger.warning("grid.png shows the first %d of %d records", GRID_MAX_ROWS, len(samples))
+        shown = samples[:GRID_MAX_ROWS]
+        grid = write_grid(out / GRID_FILE, shown, sources, image_of, seed_list[0], GRID_CELL)
+        scores = None
+        if evaluator is not None:
+            items = scored_images(samples, sources, seed_list, image_of)
+            scores = evaluate(evaluator, items, out, {s.name: s.step for s in sources})
+        report = {
+            "data": str(data_path),
+            "records": len(samples),
+            "seeds": seed_list,
+            "settings": dataclasses.asdict(settings),
+            "batch_size": batch_size,
+            "device": device,
+            "dtype": dtype_name(cache.dtypes.unet),
+            "speed": speed_report,
+            "grid": grid.relative_to(out).as_posix(),
+            "metrics": scores["summary"] if scores else None,
+            "checkpoints": entries,
+            "seconds_total": round(time.perf_counter() - began, 3),
+        }
+        report_path = out / REPORT_FILE
+        atomic_write_json(report_path, report)
+        rows = record_rows(samples, sources, image_of, seed_list[0])
+        html = write_html_report(out, report, scores, rows, plot_steps(sources))
+        logger.info("Wrote %s, %s and %s", report_path, grid, html)
     return report_path

@@ -251,6 +251,38 @@ def test_resume_keeps_existing_images_and_fills_missing(
     assert json.loads((out / PARAMS_FILE).read_text())["settings"]["num_inference_steps"] == 2
 
 
+def test_images_of_weights_replaced_at_the_same_path_are_made_again(
+    data_jsonl: Path,
+    checkpoint_dir: Path,
+    other_controlnet_dir: Path,
+    tiny_sdxl_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Keyed on the weights' content: a touched file keeps its images, replaced weights do not, and
+    the temp file of a killed image write is removed."""
+    checkpoint = _fake_checkpoint(tmp_path / "run", 3, checkpoint_dir / "controlnet", tiny_sdxl_dir)
+    weights = checkpoint / "controlnet" / "diffusion_pytorch_model.safetensors"
+    out = tmp_path / "out"
+
+    def rerun() -> dict:
+        report = run_batch_inference([checkpoint], data_jsonl, out, SETTINGS, limit=1)
+        return json.loads(report.read_text())["checkpoints"][0]
+
+    first = rerun()
+    image = out / first["images"][0]["path"]
+    with Image.open(image) as made:
+        before = np.asarray(made)
+    leftover = image.with_name(f".{image.name}.k1ll3d.tmp")
+    leftover.write_bytes(b"")
+    os.utime(weights)  # same content, newer mtime: hashed again, found equal
+    assert (rerun()["generated"], leftover.exists()) == (0, False)
+
+    shutil.copy(other_controlnet_dir / weights.name, weights)  # same size, other weights
+    assert rerun()["generated"] == 1
+    with Image.open(image) as remade:
+        assert not np.array_equal(np.asarray(remade), before)
+
+
 def test_bad_dataset_lines_raise_dataset_error(
     data_jsonl: Path, checkpoint_dir: Path, tmp_path: Path
 ) -> None:

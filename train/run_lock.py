@@ -22,7 +22,7 @@ _HELD: dict[Path, TextIO] = {}
 
 
 class RunFolderBusy(RuntimeError):
-    """Another live process is writing this run folder."""
+    """Another live process is writing this folder."""
 
 
 class RunLock:
@@ -54,6 +54,13 @@ class RunLock:
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}))
         handle.flush()
         self._file = _HELD[self.path.resolve()] = handle
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def release(self) -> None:
         if self._file is not None:
