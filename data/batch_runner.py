@@ -23,9 +23,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tqdm import tqdm
-
 from data.build_state import Journal, prepare_out_dir
+from data.progress import progress_bar
 from data.records import Record, write_records
 from data.runner import (
     BuildFailed,
@@ -120,7 +119,7 @@ def run_batched(
     summary.kept = len(done)
     todo = [item for item in items if item.key not in done]
     try:
-        with tqdm(total=len(items), initial=summary.kept, desc=name, unit="item", disable=None) as bar:
+        with progress_bar(len(items), name, "item", initial=summary.kept) as bar:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 results = builder(batch, out, settings)

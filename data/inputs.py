@@ -4,8 +4,9 @@ Both become :class:`data.runner.Item` lists. A jsonl gives one item per record, 
 file stem (``skin_00000``), so every builder's outputs keep the input's names and stay traceable
 through a chain; stems that repeat get ``_<line index>`` appended. Paths are made absolute. A folder
 gives one item per image file, found recursively in sorted order, keyed by its relative path without
-suffix (``red/skin01``), so outputs keep the user's names. Its caption comes from a ``.txt`` file of the same stem, read in the worker by
-:func:`input_record` so that a non-UTF-8 caption is that item's reported failure, not a crash.
+suffix (``red/skin01``), so outputs keep the user's names. Its caption comes from a ``.txt`` file of
+the same stem, read in the worker by :func:`input_record` so that a non-UTF-8 caption is that item's
+reported failure, not a crash.
 """
 
 from __future__ import annotations

@@ -33,8 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tqdm import tqdm
-
+from data.progress import progress_bar
 from data.runner import BuildFailed, BuildSummary, Item, log_summary, write_failures
 from data.shards import ShardWork, make_shards, merge_shards, read_done, run_shard
 from data.worker_setup import init_worker
@@ -217,7 +216,7 @@ def run_sharded(
         "%s: %d shards of <= %d records, %d to build", name, len(shards), options.shard_size, len(todo)
     )
     failures = []
-    bar = tqdm(total=len(items), initial=summary.kept, desc=name, unit="rec", disable=None)
+    bar = progress_bar(len(items), name, "rec", initial=summary.kept)
     try:
         with (
             bar,

@@ -54,10 +54,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from tqdm import tqdm
-
 from data.atomic import atomic_write
 from data.build_state import Journal, JournalEntry, prepare_out_dir
+from data.progress import progress_bar
 from data.records import Record, write_records
 from data.worker_setup import init_worker
 
@@ -264,7 +263,7 @@ def run_builder(
     chunk = chunksize or max(1, min(8, len(todo) // (workers * 16)))  # small chunks: short idle tail
     task = partial(run_chunk, builder, out, settings)
     try:
-        with tqdm(total=len(items), initial=summary.kept, desc=name, unit="item", disable=None) as bar:
+        with progress_bar(len(items), name, "item", initial=summary.kept) as bar:
             results = contextlib.closing(_ordered_map(task, _chunks(todo, chunk), workers))
             with results as outcome_chunks:  # closed at once on a strict failure: stops the pool
                 for outcomes in outcome_chunks:

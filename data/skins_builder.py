@@ -17,12 +17,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
 from data.atomic import atomic_save_image, atomic_write_json
 from data.builder_cli import non_negative_int, positive_int
 from data.engine_cli import add_engine_args, engine_options
 from data.fonts import resolve_font_path
+from data.progress import progress_bar
 from data.skins import generate_skin
 
 if TYPE_CHECKING:
@@ -95,7 +94,7 @@ def build_skins(
     }
     _check_params(out, params)
     written = 0
-    with tqdm(total=n, desc="skins", unit="skin", disable=None) as bar:
+    with progress_bar(n, "skins", "skin") as bar:
         if engine is not None:
             from data.ray_engine import map_unordered
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
+from data.progress import progress_bar
 from data.records import Record, RecordProblem, resolve_path, scan_records, write_records
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def _open_all(path: Path, records: list[tuple[int, Record]], workers: int) -> li
     problems: list[RecordProblem] = []
     with (
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(total=len(records), desc="open images", unit="record", disable=None) as progress,
+        progress_bar(len(records), "open images", "record") as progress,
     ):
         results = pool.map(lambda item: image_problems(root, item[1]), records)
         for (line, _), issues in zip(records, results, strict=True):

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from data.atomic import atomic_save_image, atomic_write_json, remove_stale_temp_files
+from data.progress import progress_bar
 from inference.checkpoints import ControlNetSource
 from inference.evaluate import Evaluator, MetricSettings, evaluate
 from inference.outputs import checkpoint_entry, plot_steps, record_rows, scored_images, write_grid
@@ -181,7 +182,7 @@ def _generate_all(
     n_todo, n_all = sum(map(len, todo.values())), sum(map(len, all_jobs.values()))
     logger.info("%d images to generate, %d already there, in %s", n_todo, n_all - n_todo, out)
     entries = []
-    with tqdm(total=n_todo, desc="inference", unit="img", disable=None) as progress:
+    with progress_bar(n_todo, "inference", "img") as progress:
         for source in sources:
             seconds: dict[Path, float] = {}
             if todo[source.name]:  # no local for the pipeline: the cache alone may hold it (see release)

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from tqdm import tqdm
 
 from data.atomic import atomic_write, atomic_write_json
+from data.progress import progress_bar
 from inference import controlnetpp
 from inference.anytext import AnyTextDictionary, read_anytext
 from inference.clip_score import ClipScorer, check_clip_folder
@@ -271,7 +271,7 @@ def _score_all(evaluator: Evaluator, items: list[ScoredImage], out: Path) -> lis
     previous = _previous_rows(out, evaluator.settings)
     rows = []
     reused = 0
-    for item in tqdm(items, desc="metrics", unit="img", disable=None):
+    for item in progress_bar(len(items), "metrics", "img", iterable=items):
         old = previous.get((item.checkpoint, _relative(item.path, out)))
         if old is not None and old.get("mtime_ns") == item.path.stat().st_mtime_ns:
             rows.append(old)
