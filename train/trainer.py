@@ -49,6 +49,7 @@ from train.resume_check import check_resume_config
 from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
 from train.run_lock import RunLock
 from train.run_logging import MetricsLog, configure_logging
+from train.run_summary import finished_message
 from train.sdxl_models import (
     build_controlnet,
     load_noise_scheduler,
@@ -89,6 +90,8 @@ class ControlNetTrainer:
         """True when `train()` ended early on a stop signal, after writing this step's checkpoint."""
         self.lock = RunLock(self.output_dir)
         self._saved_step: int | None = None
+        self.last_logged: dict[str, float] = {}
+        """The last logged step's values (losses, learning rates), for the end-of-run message."""
 
     # ----------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -219,6 +222,14 @@ class ControlNetTrainer:
         groups = controlnet_param_groups(self.controlnet, t.lr, t.lr_new_layers)
         optimizer = make_optimizer(t, groups, self.accelerator.device)
         n = self.accelerator.num_processes
+        logger.info(
+            "%d process(es) (world size); train.batch_size=%d per process x %d gradient accumulation "
+            "= %d samples per optimizer step",
+            n,
+            t.batch_size,
+            t.gradient_accumulation_steps,
+            n * t.batch_size * t.gradient_accumulation_steps,
+        )
         self.batch_sampler = BucketBatchSampler(
             [dataset.cache.bucket(i) for i in range(len(dataset))], t.batch_size, t.seed, num_replicas=n
         )
@@ -440,6 +451,7 @@ class ControlNetTrainer:
             if self.accelerator.is_main_process:
                 self.metrics.write(step, values)
                 bar.set_postfix(loss=f"{values['loss/total']:.4f}")
+                self.last_logged = values
         # Validation first, so the checkpoint's trainer_state.json holds this step's scores.
         self._validate(step)
         if step % cfg.checkpoint.every_n_steps == 0 or step == cfg.train.max_steps:
@@ -539,8 +551,11 @@ class ControlNetTrainer:
         if self.accelerator.is_main_process:
             for name, model in models.items():
                 save_controlnet(model, self.output_dir / name, self.config_yaml)
-            logger.info("Final ControlNet saved to %s", final)
             self._log_convergence()
+            data = self.config.validation.jsonl or self.config.data.train_jsonl
+            logger.info(
+                "%s", finished_message(final, self.state.step, self.last_logged, self.output_dir, data)
+            )
         self.close()
         return final
 
