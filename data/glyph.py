@@ -313,7 +313,12 @@ def _cmd_glyph(args: argparse.Namespace) -> int:
         except BadInput as exc:
             raise ValueError(f"--background {exc.path}: {exc.reason}") from None
         background = str(Path(background).resolve())
-    ocr = OcrConfig(backend=args.ocr_backend, det_limit_side_len=args.det_limit_side_len)
+    # No text-line orientation model ships for paddleocr (skins are upright anyway); rapidocr's does.
+    ocr = OcrConfig(
+        backend=args.ocr_backend,
+        det_limit_side_len=args.det_limit_side_len,
+        use_angle_cls=args.ocr_backend == "rapidocr",
+    )
     labels = _labels_path(args.labels, args.input)
     sha = None if labels is None else hashlib.sha256(labels.read_bytes()).hexdigest()
     if labels is not None:

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from PIL import Image
+from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
+from scipy.optimize import linear_sum_assignment
 from skimage.metrics import structural_similarity
 
 from data.canny import CannySettings, canny_edges
@@ -45,6 +47,7 @@ __all__ = [
     "edge_ssim",
     "read_text_scores",
     "text_scores",
+    "unordered_text_scores",
 ]
 
 
@@ -76,6 +79,23 @@ def text_scores(read: Sequence[str], truth: Sequence[str]) -> TextScores:
     exact = sum(r == t for r, t in zip(read, truth, strict=True))
     similarity = sum(Levenshtein.normalized_similarity(r, t) for r, t in zip(read, truth, strict=True))
     return TextScores(len(truth), exact / len(truth), similarity / len(truth))
+
+
+def unordered_text_scores(read: Sequence[str], truth: Sequence[str]) -> TextScores:
+    """Scores of a whole image's OCR lines against its labels when neither order nor places are known.
+
+    Each label is paired with at most one line read and each line with at most one label, the pairs
+    chosen to maximise the summed similarity (Hungarian assignment); a label left without a line scores
+    0. Lines read beyond the labels cost nothing here: count them separately where noise matters.
+    """
+    if not truth:
+        return TextScores(0, 0.0, 0.0)
+    if not read:
+        return TextScores(len(truth), 0.0, 0.0)
+    similarity = process.cdist(truth, read, scorer=Levenshtein.normalized_similarity, dtype=np.float64)
+    rows, cols = linear_sum_assignment(similarity, maximize=True)
+    exact = sum(truth[r] == read[c] for r, c in zip(rows, cols, strict=True))
+    return TextScores(len(truth), exact / len(truth), float(similarity[rows, cols].sum()) / len(truth))
 
 
 def read_text_scores(

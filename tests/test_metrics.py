@@ -14,6 +14,7 @@ from inference.evaluate import Evaluator, MetricSettings
 from inference.fid import check_fid_model, frechet_distance
 from inference.metrics import (
     EdgeSettings,
+    TextScores,
     aggregate,
     canny,
     condition_edges,
@@ -22,6 +23,7 @@ from inference.metrics import (
     edge_ssim,
     read_text_scores,
     text_scores,
+    unordered_text_scores,
 )
 from recognizer.ocr import OcrConfig, OcrModelNotFoundError
 
@@ -37,6 +39,18 @@ def test_text_scores_on_known_strings() -> None:
 def test_text_scores_need_one_reading_per_line() -> None:
     with pytest.raises(ValueError, match="2 read lines for 1"):
         text_scores(["a", "b"], ["a"])
+
+
+def test_unordered_text_scores_pair_each_label_with_its_best_line() -> None:
+    truth = ["符号", "Space", "A", "符号"]
+    # Read out of order, one label cut short ("Spac"), one stray line ("@"), a label drawn twice ("符号").
+    scores = unordered_text_scores(["Spac", "符号", "@", "符号", "A"], truth)
+    assert scores.lines == 4
+    assert scores.sentence_accuracy == pytest.approx(3 / 4)
+    assert scores.normalized_edit_distance == pytest.approx((1.0 + 0.8 + 1.0 + 1.0) / 4)
+    assert unordered_text_scores(["A"], ["A", "B"]).normalized_edit_distance == pytest.approx(0.5)
+    assert unordered_text_scores([], ["A"]) == TextScores(1, 0.0, 0.0)
+    assert unordered_text_scores(["A"], []).lines == 0
 
 
 class _SizeReader:
