@@ -21,10 +21,13 @@ from train.run_layout import CONFIG_FILE, CONTROLNET_DIR, EMA_DIR
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CONFIG_FILE", "CONTROLNET_DIR", "ControlNetSource", "resolve_checkpoint"]
+__all__ = ["CONFIG_FILE", "CONTROLNET_DIR", "FINAL_NAME", "ControlNetSource", "resolve_checkpoint"]
 
 CONTROLNET_CLASS = "ControlNetModel"
 _STEP_RE = re.compile(r"checkpoint-(\d+)")
+FINAL_NAME = "final"
+"""What a run's final ControlNet is called in outputs and reports ("final (step N)"), not the run's folder
+name, which says nothing about which weights these are."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class ControlNetSource:
     ``skinforge.yaml`` says (the caller must then supply one); ``step`` is None for final weights.
     ``base_controlnet`` is the ControlNet training started from (``model.controlnet``), None when the
     run copied the UNet or no skinforge.yaml says; ``vae`` is the run's ``model.vae`` (None: the base's).
+    ``final`` marks a run's final weights (``runs/X/controlnet``), whose step is the run's last.
     """
 
     name: str
@@ -43,6 +47,7 @@ class ControlNetSource:
     step: int | None
     base_controlnet: str | None = None
     vae: str | None = None
+    final: bool = False
 
 
 def _is_controlnet_folder(folder: Path) -> bool:
@@ -57,15 +62,31 @@ def _is_controlnet_folder(folder: Path) -> bool:
     return isinstance(data, dict) and data.get("_class_name") == CONTROLNET_CLASS
 
 
-def _read_model_field(config_path: Path, key: str) -> str | None:
-    """``model.<key>`` of a skinforge.yaml; a broken file is an error because guessing a base is worse."""
+def _read_field(config_path: Path, section: str, key: str) -> object:
+    """``<section>.<key>`` of a skinforge.yaml; a broken file is an error because guessing a base is worse."""
     try:
         tree = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ValueError(f"{config_path} is not valid YAML: {err}") from err
-    model = tree.get("model") if isinstance(tree, dict) else None
-    value = model.get(key) if isinstance(model, dict) else None
+    part = tree.get(section) if isinstance(tree, dict) else None
+    return part.get(key) if isinstance(part, dict) else None
+
+
+def _read_model_field(config_path: Path, key: str) -> str | None:
+    """``model.<key>`` of a skinforge.yaml, if it is a non-empty string."""
+    value = _read_field(config_path, "model", key)
     return value if isinstance(value, str) and value.strip() else None
+
+
+def _final_step(folders: list[Path]) -> int | None:
+    """The step of a run's final weights: its ``train.max_steps`` (the trainer saves them there)."""
+    for folder in folders:
+        config = folder / CONFIG_FILE
+        if config.is_file():
+            steps = _read_field(config, "train", "max_steps")
+            if isinstance(steps, int) and not isinstance(steps, bool):
+                return steps
+    return None
 
 
 def _find_model_field(folders: list[Path], key: str) -> str | None:
@@ -107,8 +128,9 @@ def _missing_reason(folder: Path) -> str:
 def resolve_checkpoint(path: str | Path) -> ControlNetSource:
     """Resolve a run folder, ``checkpoint-N`` folder or bare ControlNet folder to a ControlNetSource.
 
-    A bare folder called ``controlnet`` (e.g. ``runs/X/controlnet``) is named after its parent, since
-    "controlnet" would say nothing in a grid; its parent's step and skinforge.yaml count too.
+    A run's final weights (``runs/X`` or ``runs/X/controlnet``) are called ``final`` (``final-ema``) with
+    the run's last step; a ``checkpoint-N/controlnet`` folder is named after its checkpoint, whose step
+    and skinforge.yaml count too.
     Raises ValueError naming ``path`` when it is none of these.
     """
     folder = Path(path)
@@ -125,13 +147,15 @@ def resolve_checkpoint(path: str | Path) -> ControlNetSource:
     else:
         raise _not_a_checkpoint(folder, _missing_reason(folder))
     folders = [owner, controlnet_dir]
+    final = controlnet_dir.parent == owner and _step_of(owner.name) is None
     source = ControlNetSource(
-        owner.name + ("-ema" if controlnet_dir.name == EMA_DIR else ""),
+        (FINAL_NAME if final else owner.name) + ("-ema" if controlnet_dir.name == EMA_DIR else ""),
         controlnet_dir,
         _find_model_field(folders, "base"),
-        _step_of(owner.name),
+        _final_step(folders) if final else _step_of(owner.name),
         _find_model_field(folders, "controlnet"),
         _find_model_field(folders, "vae"),
+        final,
     )
     logger.debug("resolved %s -> %s", path, source)
     return source

@@ -14,7 +14,7 @@ from inference.evaluate import REFERENCE, ScoredImage
 from inference.grid import make_grid
 from inference.report_html import RecordRow
 from inference.samples import Sample, open_rgb
-from inference.sources import BASE_CONTROLNET_NAME, owner
+from inference.sources import BASE_CONTROLNET_NAME, owner, run_of
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +123,16 @@ def record_rows(
 
 
 def plot_steps(sources: list[ControlNetSource]) -> dict[str, int]:
-    """Step of each checkpoint when they all come from one run (the base ControlNet counts as step 0)."""
+    """Step of each checkpoint when they all come from one run (the base ControlNet counts as step 0; the
+    final weights count at their step unless a checkpoint already stands there)."""
     stepped = [s for s in sources if s.step is not None]
-    runs = {owner(s).parent for s in stepped if s.name != BASE_CONTROLNET_NAME}
+    runs = {run_of(s) for s in stepped if s.name != BASE_CONTROLNET_NAME}
     if len(runs) != 1:
         if len(runs) > 1:
             logger.info("checkpoints come from %d runs; no metric-vs-step chart", len(runs))
         return {}
-    return {s.name: s.step for s in stepped if s.step is not None}
+    checkpoint_steps = {s.step for s in stepped if not s.final}
+    # a run's final weights are its last checkpoint's twin: one point per step on the charts
+    return {
+        s.name: s.step for s in stepped if s.step is not None and not (s.final and s.step in checkpoint_steps)
+    }

@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image
 
 from data.atomic import atomic_write_text
+from inference.checkpoints import FINAL_NAME
 from inference.evaluate import REFERENCE
 from inference.plot import line_chart
 from inference.protocols import ANYTEXT, CONTROLNETPP, NATIVE, protocol_of
@@ -31,16 +32,17 @@ MAX_ROWS = 64
 """Records shown in the grid; the page embeds every thumbnail, so 1000 rows would be ~100 MB."""
 THUMBNAIL = 256
 _METRICS: tuple[tuple[str, str, bool], ...] = (
-    # key, column title, higher is better
+    # key, column title, higher is better. The *_normalized_edit_distance scores are 1 - NED (1: every
+    # line read exactly), so the column says so instead of "NED", where lower would be better.
     ("edge_f1", "edge F1", True),
     ("edge_f1_tolerant", "edge F1 (±{tol}px)", True),
     ("edge_ssim", "edge SSIM", True),
     ("sentence_accuracy", "OCR sentence acc.", True),
-    ("normalized_edit_distance", "OCR NED", True),
+    ("normalized_edit_distance", "OCR 1−NED", True),
     ("controlnetpp_edge_f1", "edge F1 ×100", True),
     ("controlnetpp_edge_ms_ssim", "edge MS-SSIM", True),
     ("anytext_sentence_accuracy", "OCR sentence acc.", True),
-    ("anytext_normalized_edit_distance", "OCR NED", True),
+    ("anytext_normalized_edit_distance", "OCR 1−NED", True),
     ("clip_score", "CLIP score", True),
     ("fid", "FID", False),
 )
@@ -132,6 +134,16 @@ def _protocol_header(columns: Sequence[tuple[str, str, bool]]) -> str:
     return "".join(f"<th colspan='{n}' class='protocol'>{escape(label)}</th>" for label, n in groups)
 
 
+_ARROW = {True: "↑", False: "↓"}
+
+
+def _checkpoint_label(row: Mapping[str, Any]) -> str:
+    """A checkpoint's name in the table; a run's final weights as "final (step N)"."""
+    name, step = row["checkpoint"], row.get("step")
+    is_final = name == FINAL_NAME or name.endswith((f"-{FINAL_NAME}", f"{FINAL_NAME}-ema"))
+    return f"{name} (step {step})" if is_final and step is not None else name
+
+
 def _best(summary: Sequence[Mapping[str, Any]], key: str, higher: bool) -> float | None:
     """The best checkpoint value of a column; None when there is nothing to single out (all equal)."""
     values = [row[key] for row in summary if not row["reference"] and row.get(key) is not None]
@@ -144,7 +156,7 @@ def _metrics_table(
     summary: Sequence[Mapping[str, Any]], seconds: Mapping[str, float | None], tol: int
 ) -> str:
     columns = _columns(summary, tol)
-    head = "".join(f"<th>{escape(title)}</th>" for _, title, _ in columns)
+    head = "".join(f"<th>{escape(title)} {_ARROW[higher]}</th>" for _, title, higher in columns)
     lines = [
         "<table class='metrics'><tr><th rowspan='2'>checkpoint</th><th rowspan='2'>step</th>"
         f"<th rowspan='2'>images</th><th rowspan='2'>OCR lines</th>{_protocol_header(columns)}"
@@ -160,7 +172,7 @@ def _metrics_table(
                 else ""
             )
             cells.append(f"<td class='num{mark}'>{_number(row.get(key))}</td>")
-        name = f"{row['checkpoint']} (reference)" if row["reference"] else row["checkpoint"]
+        name = f"{row['checkpoint']} (reference)" if row["reference"] else _checkpoint_label(row)
         lines.append(
             f"<tr class='{'reference' if row['reference'] else ''}'><td>{escape(name)}</td>"
             f"<td class='num'>{_number(row.get('step'))}</td><td class='num'>{row['images']}</td>"
@@ -228,7 +240,9 @@ def _protocol_notes(metrics: Mapping[str, Any] | None, settings: Mapping[str, An
                 f"Comparable with: {escape(info['comparable_with'])}.{escape(extra)}</li>"
             )
     return (
-        "<p class='muted'>Higher is better except FID. The target row scores the dataset's own images: the "
+        "<p class='muted'>↑ higher is better, ↓ lower is better (each column says which; OCR 1−NED is one "
+        "minus the normalised edit distance, 1 when every line is read exactly). The target row scores the "
+        "dataset's own images: the "
         f"level to reach.</p><ul class='muted'>{''.join(items)}</ul>"
     )
 
@@ -249,7 +263,9 @@ def _caption(row: Mapping[str, Any] | None, tol: int) -> str:
     if row.get("text_lines"):
         exact = round(row["sentence_accuracy"] * row["text_lines"])
         read = " | ".join(row["ocr_read"])
-        parts.append(f"OCR {exact}/{row['text_lines']} exact · NED {_short(row['normalized_edit_distance'])}")
+        parts.append(
+            f"OCR {exact}/{row['text_lines']} exact · 1−NED {_short(row['normalized_edit_distance'])}"
+        )
         parts.append(f"read: {read[:60]}")
     if row.get("controlnetpp_edge_f1") is not None:
         ms_ssim = row.get("controlnetpp_edge_ms_ssim")
@@ -258,7 +274,7 @@ def _caption(row: Mapping[str, Any] | None, tol: int) -> str:
     if row.get("anytext_lines"):
         exact = round(row["anytext_sentence_accuracy"] * row["anytext_lines"])
         ned = _short(row["anytext_normalized_edit_distance"])
-        parts.append(f"AnyText: {exact}/{row['anytext_lines']} exact · NED {ned}")
+        parts.append(f"AnyText: {exact}/{row['anytext_lines']} exact · 1−NED {ned}")
     if row.get("clip_score") is not None:
         parts.append(f"CLIP {row['clip_score']:.1f}")
     return "<br>".join(escape(part) for part in parts)

@@ -25,14 +25,19 @@ def owner(source: ControlNetSource) -> Path:
     return folder.parent if folder.name == CONTROLNET_DIR else folder
 
 
+def run_of(source: ControlNetSource) -> Path:
+    """The run folder a ControlNet comes from (a final's own folder, a checkpoint's parent)."""
+    return owner(source) if source.final else owner(source).parent
+
+
 def _unique_names(sources: list[ControlNetSource]) -> list[ControlNetSource]:
-    """Give same-named checkpoints of different runs distinct names ('runA-checkpoint-40').
+    """Give same-named checkpoints of different runs distinct names ('runA-checkpoint-40', 'runA-final').
 
     Image folders and grid columns are keyed by name, so two 'checkpoint-40' would overwrite each other.
     """
     names = [s.name for s in sources]
     renamed = [
-        dataclasses.replace(s, name=f"{owner(s).parent.name}-{s.name}") if names.count(s.name) > 1 else s
+        dataclasses.replace(s, name=f"{run_of(s).name}-{s.name}") if names.count(s.name) > 1 else s
         for s in sources
     ]
     final = [s.name for s in renamed]

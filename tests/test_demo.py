@@ -45,8 +45,8 @@ def test_demo_script_trains_validates_and_reports(tmp_path: Path) -> None:
     assert [step for step, _ in state["convergence"]["history"]] == [0, 50, 100]
     report = json.loads((tmp_path / "reports/fill_demo/report.json").read_text())
     names = [c["name"] for c in report["checkpoints"]]
-    assert names == ["checkpoint-0", "checkpoint-50", "checkpoint-100", "fill_demo"]
+    assert names == ["checkpoint-0", "checkpoint-50", "checkpoint-100", "final"]
     html = (tmp_path / "reports/fill_demo/report.html").read_text()
-    assert "checkpoint-0" in html and "<table" in html
+    assert "checkpoint-0" in html and "<table" in html and "final (step 100)" in html
     with Image.open(tmp_path / "reports/fill_demo/grid.png") as grid:
         assert grid.width >= 6 * 256 and grid.height >= 8 * 256

@@ -93,7 +93,8 @@ def test_resolve_checkpoint_layouts(checkpoint_dir: Path, tiny_sdxl_dir: Path, t
     run = tmp_path / "myrun"
     shutil.copytree(checkpoint_dir / "controlnet", run / "controlnet")  # final weights, yaml inside
     final = resolve_checkpoint(run)
-    assert (final.name, final.step, final.base) == ("myrun", None, str(tiny_sdxl_dir))
+    assert (final.name, final.step, final.base) == ("final", 3, str(tiny_sdxl_dir)), "train.max_steps"
+    assert final.final and resolve_checkpoint(run / "controlnet").name == "final"
 
 
 def test_bare_controlnet_has_no_base(other_controlnet_dir: Path) -> None:
@@ -360,3 +361,20 @@ def test_cli_rejects_non_controlnet_folder(data_jsonl: Path, tmp_path: Path) -> 
     assert f"{not_a_model} is not a ControlNet checkpoint" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_final_weights_chart_once_and_keep_runs_apart(
+    checkpoint_dir: Path, tiny_controlnet_dir: Path, tiny_sdxl_dir: Path, tmp_path: Path
+) -> None:
+    from inference.outputs import plot_steps
+    from inference.sources import _unique_names
+
+    run = tmp_path / "runA"
+    shutil.copytree(checkpoint_dir, run / checkpoint_dir.name)
+    shutil.copytree(checkpoint_dir / "controlnet", run / "controlnet")  # the final, beside checkpoint-3
+    shutil.copytree(checkpoint_dir / "controlnet", tmp_path / "runB" / "controlnet")
+    final = resolve_checkpoint(run)
+    assert final.step == 3 and final.final
+    assert plot_steps([resolve_checkpoint(run / checkpoint_dir.name), final]) == {"checkpoint-3": 3}
+    both = _unique_names([final, resolve_checkpoint(tmp_path / "runB")])
+    assert [s.name for s in both] == ["runA-final", "runB-final"], "two runs' finals never share a folder"

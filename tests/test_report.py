@@ -135,3 +135,17 @@ def test_browser_renders_the_report(tmp_path: Path) -> None:
     assert pixels.shape == (900, 1200)
     inked_rows = (pixels < 200).any(axis=1).mean()
     assert inked_rows > 0.3, "the page renders text, tables and images, not a blank screen"
+
+
+def test_final_weights_and_column_directions_are_named(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    metrics = {
+        "metric_settings": {"edges": {"tolerance": 2}},
+        "summary": [_summary("checkpoint-40", 40, 0.3), _summary("final", 80, 0.35)],
+        "images": [],
+    }
+    report = {"data": "d.jsonl", "records": 0, "seeds": [0], "settings": {}, "checkpoints": []}
+    html = write_html_report(out, report, metrics, [], {}).read_text(encoding="utf-8")
+    assert "<td>final (step 80)</td>" in html and "<td>checkpoint-40</td>" in html
+    assert "<th>OCR 1−NED ↑</th>" in html and "<th>edge F1 ↑</th>" in html
+    assert "OCR NED" not in html and "↓ lower is better" in html
