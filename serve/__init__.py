@@ -13,3 +13,7 @@ one job each:
 * ``metrics``: Prometheus; ``service``: what both front ends share; ``app``: the FastAPI routes;
 * ``playground``, ``history``: the Gradio UI at /ui and its autosave; ``testing``: a server in a thread.
 """
+
+from data.quiet_warnings import silence_known_warnings
+
+silence_known_warnings()

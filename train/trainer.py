@@ -43,6 +43,7 @@ from train.encoded_cache import (
     build_encoded_cache,
     default_cache_root,
 )
+from train.loader_workers import usable_workers
 from train.memory_savers import apply_model_savers, controlnet_param_groups, make_optimizer, set_tf32
 from train.nonfinite import NonFiniteError, NonFiniteGuard
 from train.resume_check import check_resume_config
@@ -245,12 +246,13 @@ class ControlNetTrainer:
                 f"data: {len(dataset)} records cannot give each of {n} process(es) one batch of "
                 f"train.batch_size={t.batch_size} from a single bucket"
             )
+        workers = usable_workers(self.config.data.num_workers)
         loader = DataLoader(
             dataset,
             batch_sampler=self.batch_sampler,
-            num_workers=self.config.data.num_workers,
+            num_workers=workers,
             collate_fn=collate_samples,
-            persistent_workers=self.config.data.num_workers > 0,
+            persistent_workers=workers > 0,
         )
         scheduler = get_scheduler(
             t.lr_scheduler,
