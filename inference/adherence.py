@@ -23,7 +23,10 @@ from data.records import read_records, resolve_path
 from inference.fill_metrics import circle_iou
 from inference.metrics import EdgeSettings, edge_scores
 
-__all__ = ["Adherence", "measure_adherence", "no_control"]
+__all__ = ["Adherence", "measure_adherence", "no_control", "random_control"]
+
+ZERO_INITIALISED = ("controlnet_cond_embedding.conv_out", "controlnet_down_blocks", "controlnet_mid_block")
+"""The layers `ControlNetModel.from_unet` starts at zero: the only path from the condition to the UNet."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,21 @@ class Adherence:
 def no_control(base: str | Path) -> ControlNetModel:
     """A ControlNet as training starts from the UNet: its output convolutions are zero, so no control."""
     return ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(base, subfolder="unet"))
+
+
+@torch.no_grad()
+def random_control(base: str | Path, like: ControlNetModel, seed: int = 0) -> ControlNetModel:
+    """`no_control` with its zero-initialised layers drawn at random, each at the scale (std) the same
+    layer has in `like`: a ControlNet that changes the output as much as a trained one, but in no learned
+    relation to the condition. A learning claim must beat this as well as `no_control`."""
+    controlnet = no_control(base)
+    trained = like.state_dict()
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in controlnet.named_parameters():
+        if name.startswith(ZERO_INITIALISED):
+            noise = torch.randn(param.shape, generator=generator)
+            param.copy_(noise * trained[name].float().std() + trained[name].float().mean())
+    return controlnet
 
 
 @torch.no_grad()

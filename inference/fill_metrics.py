@@ -2,8 +2,8 @@
 
 For fill50k-style records (a filled circle of one named colour on another, conditioned on its outline):
 the condition's disk is everything the outline encloses (pixels not reachable from the border without
-crossing the outline); the generated circle is every pixel nearer to the prompt's circle colour than to
-its background colour. Edge F1 says the image has edges where the outline is; this says the right thing
+crossing the outline); the generated circle is the image's foreground colour cluster, whatever its
+colour. Edge F1 says the image has edges where the outline is; this says the right thing
 was drawn inside them.
 """
 
@@ -17,6 +17,7 @@ from data.fill import COLOURS
 
 __all__ = ["circle_iou", "condition_disk", "fill_colours", "generated_circle"]
 
+_KMEANS_ITERATIONS = 10
 _WORDS_TO_RGB = {words: ImageColor.getrgb(key)[:3] for key, words in COLOURS.items()}
 
 
@@ -43,14 +44,27 @@ def condition_disk(condition: Image.Image, size: tuple[int, int] | None = None) 
 
 
 def generated_circle(image: Image.Image, prompt: str) -> np.ndarray | None:
-    """Pixels nearer the prompt's circle colour than its background colour; None for a non-fill prompt."""
-    colours = fill_colours(prompt)
-    if colours is None:
+    """The image's foreground: its pixels split into two colour clusters (2-means, seeded with the
+    border's median colour and the pixel farthest from it), the cluster not of the border. None for a
+    non-fill prompt.
+
+    Colour-agnostic on purpose: the question is whether a circle was drawn where the outline is, and a
+    small base may draw it in other colours than the prompt names (the tiny base does). Noise splits
+    into scattered clusters that overlap a disk little, so it still scores low.
+    """
+    if fill_colours(prompt) is None:
         return None
     pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
-    near_circle = np.linalg.norm(pixels - colours[0], axis=-1)
-    near_background = np.linalg.norm(pixels - colours[1], axis=-1)
-    return near_circle < near_background
+    flat = pixels.reshape(-1, 3)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = np.median(border, axis=0)
+    foreground = flat[np.argmax(np.linalg.norm(flat - background, axis=1))]
+    for _ in range(_KMEANS_ITERATIONS):
+        is_foreground = np.linalg.norm(flat - foreground, axis=1) < np.linalg.norm(flat - background, axis=1)
+        if is_foreground.all() or not is_foreground.any():
+            break
+        foreground, background = flat[is_foreground].mean(axis=0), flat[~is_foreground].mean(axis=0)
+    return is_foreground.reshape(pixels.shape[:2])
 
 
 def circle_iou(image: Image.Image, condition: Image.Image, prompt: str) -> float | None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from data.fill import build_fill, fill_record
 from inference.adherence import measure_adherence, no_control
 from inference.fill_metrics import circle_iou, condition_disk, fill_colours
@@ -19,6 +22,14 @@ def test_a_records_own_image_fills_its_outline_and_another_does_not() -> None:
     assert circle_iou(other, condition, text) < 0.5
     disk = condition_disk(condition)
     assert 0 < disk.mean() < 1 and not (disk & condition_disk(other_condition)).all()
+
+
+def test_the_circle_counts_in_any_colour_and_noise_does_not() -> None:
+    image, condition, text = fill_record(3, 128, seed=0)
+    recoloured = Image.fromarray(255 - np.asarray(image))  # other colours than the prompt's, same circle
+    assert circle_iou(recoloured, condition, text) > 0.9
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    assert circle_iou(noise, condition, text) < 0.3
 
 
 def test_non_fill_prompts_get_no_circle_score() -> None:

@@ -24,6 +24,19 @@ def drop_prompts(
     return embeds, pooled
 
 
+def sample_timesteps(
+    batch_size: int, num_train_timesteps: int, sampling: str, generator: torch.Generator
+) -> torch.Tensor:
+    """Training timesteps: `uniform` over the schedule, or `cubic`, t = (1 - u^3) T, which puts half of
+    them above 0.875 T (T2I-Adapter's schedule for learning structure from a condition)."""
+    if sampling == "uniform":
+        return torch.randint(0, num_train_timesteps, (batch_size,), generator=generator)
+    if sampling == "cubic":
+        u = torch.rand(batch_size, generator=generator)
+        return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+    raise ValueError(f"unknown timestep sampling {sampling!r}")
+
+
 def diffusion_target(
     scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
 ) -> torch.Tensor:

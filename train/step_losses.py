@@ -15,7 +15,7 @@ from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from train.clean_estimate import predicted_clean_latents, unrolled_clean_latents
 from train.config import SkinforgeConfig
 from train.distributed import step_generator
-from train.losses import diffusion_loss, diffusion_target, drop_prompts
+from train.losses import diffusion_loss, diffusion_target, drop_prompts, sample_timesteps
 from train.step_inputs import StepConditioning
 
 if TYPE_CHECKING:  # imported by the trainer only when the text loss is on (OCR imports are heavy)
@@ -53,7 +53,8 @@ class ControlNetStepLosses:
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         bsz = latents.shape[0]
         num_train = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, num_train, (bsz,), generator=generator).to(latents.device)
+        timesteps = sample_timesteps(bsz, num_train, self.config.train.timestep_sampling, generator)
+        timesteps = timesteps.to(latents.device)
         noisy = self._layout(self.noise_scheduler.add_noise(latents, noise, timesteps))
         prompt_embeds, pooled = drop_prompts(
             batch["prompt_embeds"],

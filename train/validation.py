@@ -17,6 +17,7 @@ from PIL import Image
 from data.atomic import atomic_save_image
 from data.records import read_records, resolve_path
 from inference.dataset_edges import dataset_edge_settings
+from inference.fill_metrics import circle_iou
 from inference.grid import make_grid
 from inference.metrics import EdgeSettings, edge_scores, text_scores
 from inference.pipeline import GenerationSettings, generate, load_pipeline
@@ -135,6 +136,9 @@ class TrainingValidator:
             "validation/edge_f1_tolerant": float(np.mean([r.f1_tolerant for r in rows])),
             "validation/edge_ssim": float(np.mean([r.ssim for r in rows])),
         }
+        ious = [circle_iou(i, s.condition, s.prompt) for i, s in zip(images, self.samples, strict=True)]
+        if ious := [iou for iou in ious if iou is not None]:  # fill records: is the circle in its place?
+            scores["validation/circle_iou"] = float(np.mean(ious))
         logger.info("Validation edge adherence: %s", {k: round(v, 4) for k, v in scores.items()})
         return scores
 
