@@ -125,6 +125,7 @@ def test_leftovers_of_a_killed_run_are_removed_and_metrics_keep_one_line_per_ste
     run, overrides = trained
     (run / "checkpoint-2").rename(run / ".checkpoint-2.tmp")
     (run / ".controlnet.tmp").mkdir()
+    (run / ".skinforge.yaml.k1ll3d.tmp").write_text("")  # an atomic write's temp file
     with (run / "metrics.jsonl").open("a") as metrics:
         metrics.write('{"step": 3, "loss/tot')
     trainer = run_training([*overrides, "checkpoint.resume=latest"])

@@ -21,8 +21,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from diffusers import ControlNetModel
+from safetensors import SafetensorError
 
-from data.atomic import atomic_write_json, atomic_write_text
+from data.atomic import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from train.checkpoint_verify import CheckpointError, checkpoint_problems
 from train.run_layout import CONFIG_FILE, STATE_FILE
 
@@ -93,22 +94,26 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
 
 
 def remove_stale_temp(output_dir: Path) -> None:
-    """Removes the temp folders of saves that a dead writer left (call while holding the run's lock)."""
+    """Removes the temp folders and files of saves that a dead writer left (call while holding the run's
+    lock): a killed SDXL checkpoint save leaves gigabytes."""
     for tmp in sorted(output_dir.glob(".*.tmp")):
         if tmp.is_dir():
             logger.info("Removing %s, left by an interrupted save", tmp)
             shutil.rmtree(tmp)
+    remove_stale_temp_files(output_dir)
 
 
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _space_error(output_dir: Path, needed: int) -> OSError | None:
-    """An ENOSPC error with the numbers when `output_dir`'s filesystem has less than `needed` free."""
+FULL_DISK_MARGIN = 16 * 2**20
+"""Free space below which a failed write is put down to a full disk (block allocation keeps a little)."""
+
+
+def _space_error(output_dir: Path, needed: int) -> OSError:
+    """An ENOSPC error with the numbers: what is free now and what a checkpoint needs."""
     free = shutil.disk_usage(output_dir).free
-    if free >= needed:
-        return None
     return OSError(
         errno.ENOSPC,
         f"no space left for a checkpoint in {output_dir}: {free / 2**20:.1f} MiB free, a checkpoint "
@@ -155,8 +160,8 @@ def save_checkpoint(
     main process. Refuses up front, and explains a failed write, when the disk lacks `needed_bytes`."""
     final = output_dir / f"{PREFIX}{state.step}"
     tmp = output_dir / f".{PREFIX}{state.step}.tmp"
-    if error := _space_error(output_dir, needed_bytes):
-        raise error
+    if shutil.disk_usage(output_dir).free < needed_bytes:
+        raise _space_error(output_dir, needed_bytes)
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -168,11 +173,12 @@ def save_checkpoint(
                 save_controlnet(model, tmp / name, config_yaml)
             atomic_write_text(tmp / CONFIG_FILE, config_yaml)
             atomic_write_json(tmp / STATE_FILE, asdict(state))
-    except (OSError, RuntimeError) as err:  # torch's writer reports a full disk as RuntimeError
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch's writer: RuntimeError "iostream error"
+        full = shutil.disk_usage(output_dir).free < FULL_DISK_MARGIN
         written = folder_bytes(tmp) if tmp.is_dir() else 0
-        shutil.rmtree(tmp, ignore_errors=True)
-        if error := _space_error(output_dir, max(needed_bytes, written + 1)):
-            raise error from err
+        shutil.rmtree(tmp, ignore_errors=True)  # the space of a checkpoint that cannot be finished
+        if full or (isinstance(err, OSError) and err.errno == errno.ENOSPC):
+            raise _space_error(output_dir, max(needed_bytes, written + FULL_DISK_MARGIN)) from err
         raise
     if accelerator.is_main_process:
         if final.exists():
