@@ -78,9 +78,10 @@ def _ray() -> Any:
     return ray
 
 
-def connect(address: str = "auto") -> None:
+def connect(address: str = "auto", num_cpus: int | None = None) -> None:
     """Join the cluster at ``address``, unless this process already has (e.g. ``ray.init`` in a test).
-    ``auto`` joins the cluster that ``ray start`` runs on this machine, else starts a local one."""
+    ``auto`` joins the cluster that ``ray start`` runs on this machine, else starts a local one (with
+    ``num_cpus``, default all cores); ``local`` always starts a local one."""
     ray = _ray()
     if ray.is_initialized():
         return
@@ -92,10 +93,18 @@ def connect(address: str = "auto") -> None:
         except ConnectionError:
             logger.info("no running Ray cluster found; starting a local one")
             address = "local"
-    if address == "local":
-        ray.init(include_dashboard=False, **quiet)
-    else:
+    if address != "local":
         ray.init(address=address, **quiet)
+        return
+    for attempt in (1, 2):
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+            return
+        except Exception as exc:  # Ray raises a bare Exception when its raylet misses its fixed 30 s
+            if attempt == 2 or "timed out during startup" not in str(exc):
+                raise
+            logger.warning("Ray's local start timed out (an overloaded machine?); trying once more")
+            ray.shutdown()
 
 
 @contextlib.contextmanager
