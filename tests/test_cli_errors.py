@@ -19,10 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 TRAINER = "train/train_controlnet_sdxl.py"
 
 
-def _train(*args: str) -> subprocess.CompletedProcess[str]:
+def _train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, TRAINER, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, TRAINER, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -95,3 +95,35 @@ def test_launch_with_a_bad_config_is_one_short_message(tiny_overrides: list[str]
     assert "exceeds train.max_steps (6): lower it to at most 6" in done.stderr
     assert "(from the command line: train.lr_warmup_steps=500, train.max_steps=6)" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 2, done.stderr
+
+
+def test_smoke_preset_shrinks_a_1024_recipe_and_overrides_still_win(tmp_path: Path) -> None:
+    from train.cli_flags import config_from_args
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("", encoding="utf-8")
+    config = config_from_args(
+        "configs/keyboard_1024.yaml", [f"data.train_jsonl={data}", "train.max_steps=6"], [], smoke=True
+    )
+    assert config.model.base == "assets/tiny-sdxl-trained" and config.data.resolution == 128
+    assert config.train.mixed_precision == "no" and config.train.batch_size == 1
+    assert config.train.max_steps == 6 and config.data.train_jsonl == str(data), "the user's overrides win"
+    assert config.train.output_dir == "runs/keyboard_1024_smoke" and config.data.buckets, "recipe kept"
+    assert flag_problems(["--config", "c.yaml", "--smoke"], KEY_HINTS) == (
+        ["--config", "c.yaml", "--smoke"],
+        [],
+    )
+
+
+@pytest.mark.slow
+def test_smoke_run_of_the_1024_recipe_on_a_small_dataset(fill_jsonl: Path, tmp_path: Path) -> None:
+    """The README's worked CPU command, on a user's small dataset (here the fill records)."""
+    run = tmp_path / "run"
+    done = _train(
+        "--config", "configs/keyboard_1024.yaml", "--smoke", f"data.train_jsonl={fill_jsonl}",
+        f"train.output_dir={run}", f"cache.dir={tmp_path / 'cache'}", "train.max_steps=4",
+        "checkpoint.every_n_steps=2", timeout=1500,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Training finished at step 4. Final ControlNet: {run / 'controlnet'}" in done.stderr
+    assert (run / "checkpoint-4").is_dir() and (run / "controlnet" / "config.json").is_file()

@@ -29,23 +29,22 @@ def test_message_names_path_step_losses_and_command(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
 @pytest.mark.slow
 def test_a_real_run_ends_with_a_command_that_works(tiny_overrides: list[str], tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     overrides = [
         *tiny_overrides,
         "train.max_steps=2",
         "checkpoint.every_n_steps=2",
         "validation.every_n_steps=0",
     ]
-    done = subprocess.run(
-        [sys.executable, "train/train_controlnet_sdxl.py", "--config", "configs/fill_tiny.yaml", *overrides],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = _python("train/train_controlnet_sdxl.py", "--config", "configs/fill_tiny.yaml", *overrides)
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stderr
     assert "1 process(es) (world size); train.batch_size=2 per process x 1 gradient accumulation" in log
@@ -57,13 +56,6 @@ def test_a_real_run_ends_with_a_command_that_works(tiny_overrides: list[str], tm
     words = shlex.split(command)
     words[words.index("--out") + 1] = str(tmp_path / "report")  # not the repository's reports/
     words[words.index("--limit") + 1] = "2"
-    evaluated = subprocess.run(
-        [sys.executable, *words[1:], "--steps", "2", "--no-ocr"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    evaluated = _python(*words[1:], "--steps", "2", "--no-ocr")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert (tmp_path / "report" / "report.html").is_file()

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 from train.config import SkinforgeConfig, load_config
 from train.config_loader import ConfigError, KeyHints
+from train.smoke import SMOKE_FLAG, smoke_overrides
 
 __all__ = ["config_from_args", "flag_problems"]
 
-KNOWN_FLAGS = ("--config", "-h", "--help")
+KNOWN_FLAGS = ("--config", "-h", "--help", SMOKE_FLAG)
 
 
 def _as_override(target: str, value: str | None) -> str:
@@ -56,8 +57,13 @@ def flag_problems(argv: Sequence[str], hints: KeyHints) -> tuple[list[str], list
     return kept, problems
 
 
-def config_from_args(config: str, overrides: Sequence[str], flag_errors: Sequence[str]) -> SkinforgeConfig:
-    """The trainer's config; ConfigError listing the unknown flags with the config's own problems."""
+def config_from_args(
+    config: str, overrides: Sequence[str], flag_errors: Sequence[str], smoke: bool = False
+) -> SkinforgeConfig:
+    """The trainer's config (``smoke``: the :mod:`train.smoke` preset first, the overrides after it);
+    ConfigError listing the unknown flags with the config's own problems."""
+    if smoke:
+        overrides = [*smoke_overrides(config), *overrides]
     try:
         loaded = load_config(config, overrides)
     except ConfigError as err:

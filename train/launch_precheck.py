@@ -16,6 +16,7 @@ from pathlib import Path
 from train.cli_flags import config_from_args, flag_problems
 from train.config import KEY_HINTS
 from train.config_loader import ConfigError
+from train.smoke import SMOKE_FLAG
 
 __all__ = ["TRAINER_SCRIPT", "precheck", "trainer_argv"]
 
@@ -39,10 +40,12 @@ def precheck(launch_args: Sequence[str]) -> int | None:
     if argv is None or "--config" not in argv:
         return None
     argv, flag_errors = flag_problems(argv, KEY_HINTS)
+    smoke = SMOKE_FLAG in argv
+    argv = [arg for arg in argv if arg != SMOKE_FLAG]
     at = argv.index("--config")
     config, overrides = argv[at + 1] if at + 1 < len(argv) else "", [*argv[:at], *argv[at + 2 :]]
     try:
-        config_from_args(config, overrides, flag_errors)
+        config_from_args(config, overrides, flag_errors, smoke)
     except ConfigError as err:
         sys.stderr.write(f"{err}\n")
         return EXIT_CONFIG

@@ -13,8 +13,8 @@ LIMIT_RECORDS = 8  # a first look: a few records, a couple of minutes on a CPU
 
 
 def inference_command(run_dir: Path, data_jsonl: str, report_dir: Path) -> str:
-    """`python -m inference` over the run's checkpoints and final ControlNet (the run folder), the
-    held-out set if there is one, written next to the run."""
+    """`python -m inference` over the run's final ControlNet (the run folder) on the held-out set if
+    there is one, else the training set, into ``report_dir``."""
     words = [
         "python",
         "-m",
@@ -45,7 +45,7 @@ def finished_message(
         [
             f"Training finished at step {step}. Final ControlNet: {final_dir}",
             f"  last logged losses: {shown or 'none logged'}",
-            "  evaluate it (and every checkpoint) with:",
+            "  evaluate it with:",
             f"    {inference_command(run_dir, data_jsonl, report)}",
         ]
     )

@@ -4,6 +4,10 @@
 
 Everything after `--config FILE` is a dotted override (`section.key=value`, the value parsed as YAML);
 a `--flag` such as `--max_steps 10` is named with the override that does it (`train.max_steps=10`).
+`--smoke` shrinks any recipe to a minutes-long CPU run on the shipped tiny base (train/smoke.py):
+
+    python train/train_controlnet_sdxl.py --config configs/keyboard_1024.yaml --smoke \
+        data.train_jsonl=datasets/my_skins/train.jsonl
 Config and dataset problems are printed once (by rank 0), as a list without a traceback, exit status 2.
 
 SIGTERM, SIGINT or SIGUSR1 stop the run after the current step with a checkpoint, exit status 75; a
@@ -32,6 +36,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/fill_tiny.yaml")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="shrink the recipe to a minutes-long CPU run on the tiny shipped base (train/smoke.py); "
+        "overrides still win",
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.lr=1e-5")
     return parser.parse_args(argv)
 
@@ -46,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv, flag_errors = flag_problems(list(sys.argv[1:] if argv is None else argv), KEY_HINTS)
     args = parse_args(argv)
     try:
-        config = config_from_args(args.config, args.overrides, flag_errors)
+        config = config_from_args(args.config, args.overrides, flag_errors, args.smoke)
     except ConfigError as err:
         report_once(str(err))
         return 2
