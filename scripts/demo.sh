@@ -20,7 +20,7 @@ accelerate launch --config_file launch/accelerate/cpu_1proc.yaml train/train_con
     train.output_dir="$run" "$@"
 mapfile -t checkpoints < <(printf '%s\n' "$run"/checkpoint-* | sort -V)  # by step, not as text
 python -m inference --checkpoint "${checkpoints[@]}" "$run" \
-    --data "$out/datasets/fill_demo_val/train.jsonl" --out "$out/reports/fill_demo" --steps 20 --seeds 0
+    --data "$out/datasets/fill_demo_val/train.jsonl" --out "$out/reports/fill_demo" --steps 20 --guidance 1 --seeds 0
 
 echo
 echo "Done. Open $out/reports/fill_demo/report.html: edge adherence per checkpoint, charted against the step"

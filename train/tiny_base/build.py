@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionXLPipeline
+from diffusers import AutoencoderKL, DDPMScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
 
 from data.atomic import atomic_save_image, atomic_write_json
 from data.records import read_records
@@ -56,6 +56,17 @@ SAMPLE_PROMPTS = (
 class BaseRecipe:
     seed: int = 0
     vae_size: str = "trained"
+    prediction_type: str = "v_prediction"
+    """SDXL predicts the noise; at 16x16 latents an epsilon UNet trained for minutes turns its small errors
+    into large ones at high noise (x0 = (x_t - sqrt(1 - a) eps) / sqrt(a), 14x at t = 999), so samples
+    keep noise and a ControlNet's layout signal is tiny there. A v-prediction UNet (SD 2.x-v) predicts
+    the clean latent at high noise instead; the trainer and diffusers' schedulers take either."""
+    zero_terminal_snr: bool = True
+    """Rescale the betas to zero terminal SNR and sample with trailing timesteps (Lin et al. 2023, "Common
+    Diffusion Noise Schedules and Sample Steps are Flawed"; needs v-prediction). With SDXL's schedule a
+    trace of the image survives at t = 999; a model learns to read the layout from it, and at inference,
+    from pure noise, the seed decides the layout instead: a ControlNet then learns the condition (its loss
+    drops) but samples still put the circle where the seed's noise does."""
     corpus: CorpusRecipe = field(default_factory=CorpusRecipe)
     vae: VaeRecipe = field(default_factory=VaeRecipe)
     unet: UnetRecipe = field(default_factory=UnetRecipe)
@@ -63,10 +74,19 @@ class BaseRecipe:
 
 QUICK_RECIPE = BaseRecipe(
     corpus=CorpusRecipe(fill=16, skins=4, heldout_fill=4, heldout_skins=2),
-    vae=VaeRecipe(steps=3, batch_size=2),
+    vae=VaeRecipe(steps=3, batch_size=2, decoder_steps=2),
     unet=UnetRecipe(steps=3, batch_size=4, warmup_steps=1),
 )
 """A few steps of every stage: what the test runs to show the recipe still builds a loadable base."""
+
+
+def _schedule(recipe: BaseRecipe) -> dict[str, object]:
+    """The base's noise schedule and parameterisation: scheduler config keys every diffusers scheduler
+    (and the trainer's DDPMScheduler) reads."""
+    schedule: dict[str, object] = {"prediction_type": recipe.prediction_type}
+    if recipe.zero_terminal_snr:
+        schedule |= {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+    return schedule
 
 
 def _trained_vae(
@@ -130,6 +150,10 @@ def train_base(out: Path, recipe: BaseRecipe, work: Path) -> dict[str, object]:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     pipe = tiny_pipeline(recipe.seed, recipe.vae_size)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, **_schedule(recipe))
+    # The UNet learns the empty prompt as the trainer's prompt dropout encodes it (""), so classifier-free
+    # guidance must use that, not SDXL's zeroed embeddings (unseen in training: guided samples turn to noise).
+    pipe.register_to_config(force_zeros_for_empty_prompt=False)
     corpus = build_corpus(work / "corpus", recipe.corpus, recipe.seed)
     timings["corpus_s"] = time.perf_counter() - start
 

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UnetRecipe:
-    steps: int = 3000
+    steps: int = 2800
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 100

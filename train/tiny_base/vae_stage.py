@@ -7,6 +7,10 @@ SD's latents are image-like on their own after long training; asking for it dire
 a signal from the first step and makes a from-scratch VAE usable after minutes on a CPU instead of
 hours. It trains on random crops: a fully convolutional VAE learns the same from a crop at a fraction
 of the cost.
+A second, decoder-only phase then sharpens the edges: with the encoder (and so the latents) frozen,
+the decoder and `post_quant_conv` train on the posterior mode (what a pipeline decodes) with a heavier
+gradient term. Joint training leaves edges blurred over several pixels, so Canny (100/200) misses half
+of them even on a perfect latent; a few minutes of this phase is the cheapest way past that ceiling.
 Afterwards the latents are centred (an exact re-parameterisation, see `center_latents`) and their scale
 measured, as SD/SDXL did: `scaling_factor` = 1 / std of the latents.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,13 +36,17 @@ LATENT_DOWNSCALE = 8
 
 @dataclass(frozen=True)
 class VaeRecipe:
-    steps: int = 2500
+    steps: int = 1200
     batch_size: int = 16
     crop: int = 64
     lr: float = 2e-3
     kl_weight: float = 1e-6
     gradient_weight: float = 0.5
     latent_prior_weight: float = 1.0
+    decoder_steps: int = 1500
+    """Decoder-only refinement steps after the joint phase (0: none)."""
+    decoder_lr: float = 1e-3
+    decoder_gradient_weight: float = 2.0
 
 
 def _to_unit(images: np.ndarray) -> torch.Tensor:
@@ -58,18 +67,23 @@ def _gradients(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return images[..., 1:, :] - images[..., :-1, :], images[..., :, 1:] - images[..., :, :-1]
 
 
+def pixel_losses(output: torch.Tensor, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    """L1, MSE and the L1 of image gradients (edge sharpness) of a reconstruction."""
+    gy, gx = _gradients(output)
+    ty, tx = _gradients(batch)
+    return {
+        "l1": F.l1_loss(output, batch),
+        "mse": F.mse_loss(output, batch),
+        "gradient": F.l1_loss(gy, ty) + F.l1_loss(gx, tx),
+    }
+
+
 def reconstruction_loss(
     vae: AutoencoderKL, batch: torch.Tensor, recipe: VaeRecipe
 ) -> dict[str, torch.Tensor]:
     """Named loss terms of one batch; `total` is what is back-propagated."""
     posterior = vae.encode(batch).latent_dist
-    output = vae.decode(posterior.sample()).sample
-    gy, gx = _gradients(output)
-    ty, tx = _gradients(batch)
-    losses = {
-        "l1": F.l1_loss(output, batch),
-        "mse": F.mse_loss(output, batch),
-        "gradient": F.l1_loss(gy, ty) + F.l1_loss(gx, tx),
+    losses = pixel_losses(vae.decode(posterior.sample()).sample, batch) | {
         "kl": posterior.kl().mean() / batch[0].numel(),
         "latent_prior": F.mse_loss(posterior.mean[:, :3], F.avg_pool2d(batch, LATENT_DOWNSCALE)),
     }
@@ -83,26 +97,67 @@ def reconstruction_loss(
     return losses
 
 
-def train_vae(vae: AutoencoderKL, images: np.ndarray, recipe: VaeRecipe, seed: int) -> dict[str, float]:
-    """Trains `vae` in place on random crops of `images` (uint8 NCHW); returns the last losses."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
+def decoder_loss(vae: AutoencoderKL, batch: torch.Tensor, recipe: VaeRecipe) -> dict[str, torch.Tensor]:
+    """The refinement phase's loss: the encoder is frozen, the decoder sees the posterior mode."""
+    with torch.no_grad():
+        latents = vae.encode(batch).latent_dist.mode()
+    losses = pixel_losses(vae.decode(latents).sample, batch)
+    losses["total"] = losses["l1"] + losses["mse"] + recipe.decoder_gradient_weight * losses["gradient"]
+    return losses
+
+
+def _optimize(
+    params: list[torch.nn.Parameter],
+    loss_fn: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    images: np.ndarray,
+    recipe: VaeRecipe,
+    phase: tuple[str, int, float],
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """AdamW with a cosine decay over random crops for one phase (name, steps, lr); the last losses."""
+    name, steps, lr = phase
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, recipe.steps) / recipe.steps))
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
     )
-    vae.train()
     last: dict[str, float] = {}
-    for _ in tqdm(range(recipe.steps), desc="VAE", unit="step", mininterval=5):
-        batch = _random_crops(images, recipe.crop, recipe.batch_size, generator)
-        losses = reconstruction_loss(vae, batch, recipe)
+    for _ in tqdm(range(steps), desc=name, unit="step", mininterval=5):
+        losses = loss_fn(_random_crops(images, recipe.crop, recipe.batch_size, generator))
         losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         last = {k: v.item() for k, v in losses.items()}
+    logger.info("%s: %d steps; last losses %s", name, steps, last)
+    return last
+
+
+def train_vae(vae: AutoencoderKL, images: np.ndarray, recipe: VaeRecipe, seed: int) -> dict[str, float]:
+    """Trains `vae` in place on random crops of `images` (uint8 NCHW), jointly and then the decoder
+    alone; returns the last losses of each phase."""
+    generator = torch.Generator().manual_seed(seed)
+    vae.train()
+    last = _optimize(
+        list(vae.parameters()),
+        lambda batch: reconstruction_loss(vae, batch, recipe),
+        images,
+        recipe,
+        ("VAE", recipe.steps, recipe.lr),
+        generator,
+    )
+    if recipe.decoder_steps:
+        decoder = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+        refined = _optimize(
+            decoder,
+            lambda batch: decoder_loss(vae, batch, recipe),
+            images,
+            recipe,
+            ("VAE decoder", recipe.decoder_steps, recipe.decoder_lr),
+            generator,
+        )
+        last |= {f"decoder_{k}": v for k, v in refined.items()}
     vae.eval()
-    logger.info("VAE trained %d steps; last losses %s", recipe.steps, last)
     return last
 
 
