@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from data.fill import build_fill, fill_record
-from inference.adherence import measure_adherence, no_control
+from inference.adherence import ZERO_INITIALISED, measure_adherence, no_control, random_control
 from inference.fill_metrics import circle_iou, condition_disk, fill_colours
 
 BASE = Path(__file__).parent.parent / "assets" / "tiny-sdxl-trained"
@@ -44,3 +46,20 @@ def test_adherence_through_plain_diffusers(tmp_path: Path) -> None:
     assert len(result.images) == 2 and all(image.size == (128, 128) for image in result.images)
     assert 0 <= result.edge_f1_tolerant <= 1
     assert result.circle_iou is not None and 0 <= result.circle_iou <= 1
+
+
+def test_random_control_has_a_trained_controlnets_scale_and_no_learned_relation() -> None:
+    """The baseline a learning claim must beat: zero-initialised layers drawn at another net's scale."""
+    like = no_control(BASE)
+    for name, param in like.named_parameters():
+        if name.startswith(ZERO_INITIALISED):
+            param.data.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(1))
+    control = random_control(BASE, like=like, seed=0)
+    trained, drawn = like.state_dict(), control.state_dict()
+    for name in drawn:
+        if name.startswith(ZERO_INITIALISED):
+            assert not torch.equal(drawn[name], trained[name])
+            if drawn[name].numel() > 100:  # a weight: enough values for its scale to be compared
+                assert drawn[name].std().item() == pytest.approx(trained[name].std().item(), rel=0.2)
+        elif not name.startswith("controlnet_cond_embedding."):  # the rest of the embedder starts random
+            assert torch.equal(drawn[name], trained[name])  # copied from the UNet, as in training
