@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +87,18 @@ def logged_steps(run: Path) -> list[int]:
         except (json.JSONDecodeError, KeyError):
             continue
     return steps
+
+
+def wait_for_log(trainer: TrainerProcess, pattern: str, timeout: float = 600) -> str:
+    """Until the trainer's output matches the regular expression `pattern`; returns the match."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if found := re.search(pattern, trainer.log.read_text(errors="replace")):
+            return found.group(0)
+        if trainer.returncode is not None:
+            raise AssertionError(f"trainer ended ({trainer.returncode}) before {pattern!r}:\n{trainer.output()}")
+        time.sleep(0.02)
+    raise AssertionError(f"no {pattern!r} after {timeout} s")
 
 
 def wait_for_step(trainer: TrainerProcess, run: Path, step: int, timeout: float = 600) -> None:

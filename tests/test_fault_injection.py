@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import ControlNetModel
-from process_helpers import TrainerProcess, logged_steps, start_trainer, wait_for_step
+from process_helpers import TrainerProcess, logged_steps, start_trainer, wait_for_log, wait_for_step
 from training_helpers import reset_accelerator, run_training, set_up_trainer
 
 from train.checkpoint_verify import checkpoint_problems
@@ -58,9 +58,10 @@ def test_kill_9_at_random_moments_over_ten_restarts_ends_as_a_straight_run(
     rng = random.Random(15)
     kills, during_saves, leftovers_removed = 0, 0, 0
     while kills < 10:
-        newest = list_checkpoints(run)
-        resumed = int(newest[-1].name.split("-")[1]) if newest else 0
         with start_trainer([*common, "checkpoint.resume=latest"], tmp_path / f"{kills}.log") as trainer:
+            # this process's own start: leftovers removed, metrics.jsonl cut back to the resumed step
+            started = wait_for_log(trainer, r"Resumed from \S+ at step \d+|no checkpoint yet")
+            resumed = int(started.rsplit(" ", 1)[1]) if started.startswith("Resumed") else 0
             if kills % 2:
                 killed = _kill_during_save(trainer, run)
                 during_saves += killed
