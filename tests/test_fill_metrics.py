@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +65,18 @@ def test_random_control_has_a_trained_controlnets_scale_and_no_learned_relation(
                 assert drawn[name].std().item() == pytest.approx(trained[name].std().item(), rel=0.2)
         elif not name.startswith("controlnet_cond_embedding."):  # the rest of the embedder starts random
             assert torch.equal(drawn[name], trained[name])  # copied from the UNet, as in training
+
+
+def test_adherence_bench_prints_the_table_with_both_baselines(tmp_path: Path) -> None:
+    jsonl = build_fill(tmp_path / "val", n=1, resolution=128, seed=1)
+    no_control(BASE).save_pretrained(tmp_path / "controlnet")
+    command = [sys.executable, "bench/bench_adherence.py", "--base", str(BASE), "--data", str(jsonl)]
+    command += ["--controlnet", str(tmp_path / "controlnet"), "--seeds", "0", "--steps", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stderr.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[0] for row in rows[1:]] == [
+        "| no control (step 0)",
+        f"| random control at {tmp_path / 'controlnet'}'s scale",
+        f"| {tmp_path / 'controlnet'}",
+    ]
