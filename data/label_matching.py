@@ -57,7 +57,6 @@ RECOGNITION_PAD = 0.1  # crop padding for recognising one label's box (0.25 turn
 
 # Shapes OCR swaps between digits and letters.
 CONFUSABLE = {"0": "OoD", "1": "Il|i", "2": "Zz", "5": "Ss", "6": "Gb", "8": "B", "9": "gq"}
-_CONFUSABLE_CHARS = frozenset(CONFUSABLE) | frozenset("".join(CONFUSABLE.values()))
 
 
 @dataclass(frozen=True)
@@ -98,11 +97,12 @@ def misread_reason(read: str, truth: str, merged: bool = False) -> str:
 def suspicious_line(text: str) -> str | None:
     """Without known labels: the reason a kept line looks like a usual OCR confusion, else None.
 
-    A single character that OCR swaps between digit and letter ("0"/"O", "1"/"I", "5"/"S"), or a word
-    mixing such digits into letters ("5hift", "B0X"); a real "123" or "ABC" is not flagged.
+    A lone digit that OCR also gives for a letter ("0" for "O", "1" for "I", "5" for "S"; on a keyboard
+    the letter key is far likelier), or a word mixing such digits into letters ("5hift", "B0X"). A real
+    "123", "ABC" or a lone letter is not flagged: on generated skins every flag is then a real misread.
     """
     stripped = "".join(text.split())
-    if len(stripped) == 1 and stripped in _CONFUSABLE_CHARS:
+    if len(stripped) == 1 and stripped in CONFUSABLE:
         return "digit/letter confusion"
     digits = [c for c in stripped if c.isdigit()]
     letters = [c for c in stripped if c.isascii() and c.isalpha()]

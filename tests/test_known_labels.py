@@ -83,6 +83,7 @@ def test_misread_reasons_and_unknown_label_flags() -> None:
     assert misread_reason("@", "@/.") == "partial string"
     assert misread_reason("H", "I") == "other misread"
     assert suspicious_line("0") == suspicious_line("B0X") == "digit/letter confusion"
+    assert suspicious_line("O") is None, "a lone letter is what a keyboard shows"
     assert (
         suspicious_line("123") is None and suspicious_line("ABC") is None and suspicious_line("删除") is None
     )
