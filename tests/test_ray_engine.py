@@ -252,7 +252,9 @@ def test_a_node_lost_mid_job_loses_only_its_shards(many_pictures: Path, tmp_path
         ray.shutdown()
         cluster.shutdown()
     assert removed, "the node was removed while the job ran"
-    assert summary.built == 48 and not summary.failed
+    # A shard whose worker wrote its parts but died before answering is retried; the retry keeps what
+    # the first attempt finished (counted as kept), so built + kept, not built, is the whole input.
+    assert summary.written == 48 and not summary.failed
     assert_same_build(tmp_path / "local", tmp_path / "ray", "canny")
 
 
