@@ -96,7 +96,9 @@ def wait_for_log(trainer: TrainerProcess, pattern: str, timeout: float = 600) ->
         if found := re.search(pattern, trainer.log.read_text(errors="replace")):
             return found.group(0)
         if trainer.returncode is not None:
-            raise AssertionError(f"trainer ended ({trainer.returncode}) before {pattern!r}:\n{trainer.output()}")
+            raise AssertionError(
+                f"trainer ended ({trainer.returncode}) before {pattern!r}:\n{trainer.output()}"
+            )
         time.sleep(0.02)
     raise AssertionError(f"no {pattern!r} after {timeout} s")
 
