@@ -52,7 +52,8 @@ def test_rebuild_encodes_again_and_a_new_resolution_gets_its_own_cache(
     stamp = shard.stat().st_mtime_ns
     run_training([*tiny_overrides, f"cache.dir={cache}", "train.max_steps=1", "cache.rebuild=true"])
     assert shard.stat().st_mtime_ns != stamp
-    run_training([*tiny_overrides, f"cache.dir={cache}", "train.max_steps=1", "data.resolution=32"])
+    new_run = [f"train.output_dir={tmp_path / 'run32'}", "data.resolution=32"]  # a new recipe, a new run
+    run_training([*tiny_overrides, f"cache.dir={cache}", "train.max_steps=1", *new_run])
     assert len(_shards(cache)) == 2
 
 
