@@ -25,6 +25,9 @@ from train.checkpoint_verify import checkpoint_problems
 from train.checkpointing import list_checkpoints, save_checkpoint
 
 pytestmark = pytest.mark.slow
+KILL_TEST_STEPS = 200
+"""A tiny-model step and its save take milliseconds: with 60 steps a restart that resumed late could
+finish, or save too fast for the watcher to see a temp folder, before its kill."""
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +53,7 @@ def test_kill_9_at_random_moments_over_ten_restarts_ends_as_a_straight_run(
     run = Path(tiny_overrides[3].split("=", 1)[1])
     common = [
         *tiny_overrides,
-        "train.max_steps=60",
+        f"train.max_steps={KILL_TEST_STEPS}",  # long enough that no restart ends before its kill
         "checkpoint.every_n_steps=2",
         "checkpoint.total_limit=2",
         "log.every_n_steps=1",
@@ -82,7 +85,7 @@ def test_kill_9_at_random_moments_over_ten_restarts_ends_as_a_straight_run(
 
     assert during_saves >= 4 and leftovers_removed >= 1
     assert not list(run.glob(".*.tmp")), "no temp folder outlives the run"
-    assert logged_steps(run) == list(range(1, 61)), "metrics.jsonl: one line per step"
+    assert logged_steps(run) == list(range(1, KILL_TEST_STEPS + 1)), "metrics.jsonl: one line per step"
     straight = tmp_path / "straight"
     run_training([*common, "train.num_threads=1", f"train.output_dir={straight}"])
     a = ControlNetModel.from_pretrained(run / "controlnet").state_dict()

@@ -229,6 +229,7 @@ def test_a_node_lost_mid_job_loses_only_its_shards(many_pictures: Path, tmp_path
 
     items = load_items(many_pictures)
     run_builder("canny", canny_builder, items, tmp_path / "local", CannySettings(), workers=2)
+    ray.shutdown()  # the module's in-process runtime (ray_local) may still be up: this test joins its own
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     doomed = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
