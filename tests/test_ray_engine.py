@@ -307,6 +307,11 @@ def ray_head(port: int) -> Iterator[str]:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(30)
         shutil.rmtree(temp, ignore_errors=True)
+        # `ray start` notes its address in /tmp/ray/ray_current_cluster, which a stopped head leaves
+        # behind: a later ray.init() would then try to join that dead cluster instead of starting one.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 @pytest.mark.slow
