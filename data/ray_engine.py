@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from data.atomic import remove_stale_temp_files
 from data.progress import progress_bar
 from data.runner import BuildFailed, BuildSummary, Item, log_summary, write_failures
 from data.shards import ShardWork, make_shards, merge_shards, read_done, run_shard
@@ -244,5 +245,8 @@ def run_sharded(
         write_failures(out / "failed.jsonl", failures)
         raise
     summary.failed, summary.skipped, summary.notes = merge_shards(out, name, shards)
+    # Every shard is done and no task writes any more: what a worker lost mid-write (a dead node's
+    # half-written image) is garbage now; its retry wrote the real file.
+    remove_stale_temp_files(out)
     log_summary(summary)
     return summary
