@@ -170,12 +170,17 @@ def test_problems_from_overrides_blame_the_command_line(tmp_path: Path) -> None:
 
 
 def test_validation_jsonl_missing_says_how_to_fix(tmp_path: Path) -> None:
+    missing = [f"validation.jsonl={tmp_path}/val.jsonl"]
     with pytest.raises(ConfigError) as info:
-        load_config("configs/fill_tiny.yaml", [f"validation.jsonl={tmp_path}/val.jsonl"])
+        load_config("configs/fill_tiny.yaml", [*missing, "validation.every_n_steps=10"])
     assert (
         f"validation.jsonl: {tmp_path}/val.jsonl does not exist: set it to a held-out train.jsonl, or turn "
         "validation off with validation.every_n_steps=0" in str(info.value)
     )
+    (tmp_path / "train.jsonl").touch()
+    present = [f"data.train_jsonl={tmp_path}/train.jsonl", "model.base=assets/tiny-sdxl-trained"]
+    config = load_config("configs/fill_tiny.yaml", [*missing, *present, "validation.every_n_steps=0"])
+    assert config.validation.every_n_steps == 0, "validation off: its missing records are not a problem"
 
 
 def test_model_base_checked_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -174,10 +174,17 @@ def test_validation_grids_are_saved_and_logged(tiny_overrides: list[str], fill_j
             "validation.num_inference_steps=2",
             "validation.prompts=[red circle, blue circle]",
             f"validation.conditioning_images=[{conditions[0]}, {conditions[1]}]",
+            f"validation.jsonl={fill_jsonl}",
+            "validation.max_records=3",
+            "model.condition_embedding_init=random",  # else the condition has no path yet after 3 steps
         ]
     )
     grids = sorted(p.name for p in (run / "validation").glob("*.png"))
     assert grids == ["step-000000.png", "step-000002.png", "step-000003.png"]  # step 0: the baseline
+    advantage = [m for m in read_metrics(run) if "validation/denoising_advantage" in m]
+    assert [m["step"] for m in advantage] == [0, 2, 3]
+    assert advantage[0]["validation/denoising_advantage"] == 0.0, "zero output convolutions at step 0"
+    assert all(m["validation/denoising_advantage_t900"] != 0.0 for m in advantage[1:])
     with Image.open(run / "validation" / grids[0]) as grid:
         assert grid.width > 2 * 64 and grid.height > 2 * 64
     edges = [m for m in read_metrics(run) if "validation/edge_f1_tolerant" in m]

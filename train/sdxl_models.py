@@ -73,7 +73,7 @@ def load_noise_scheduler(cfg: ModelConfig) -> DDPMScheduler:
     return DDPMScheduler.from_pretrained(cfg.base, subfolder="scheduler", revision=cfg.revision)
 
 
-def build_controlnet(cfg: ModelConfig, unet: UNet2DConditionModel) -> ControlNetModel:
+def build_controlnet(cfg: ModelConfig, unet: UNet2DConditionModel, seed: int = 0) -> ControlNetModel:
     """The trainable ControlNet: an existing one to fine-tune, or a copy of the UNet's encoder."""
     if cfg.controlnet:
         logger.info("Fine-tuning the ControlNet from %s", cfg.controlnet)
@@ -81,5 +81,19 @@ def build_controlnet(cfg: ModelConfig, unet: UNet2DConditionModel) -> ControlNet
     else:
         logger.info("Initialising the ControlNet from the UNet's weights")
         controlnet = ControlNetModel.from_unet(unet)
+        if cfg.condition_embedding_init == "random":
+            randomise_condition_output(controlnet, seed)
     controlnet.train()
     return controlnet
+
+
+@torch.no_grad()
+def randomise_condition_output(controlnet: ControlNetModel, seed: int) -> None:
+    """Gives the condition embedding's zero-initialised last convolution nn.Conv2d's default weights.
+
+    With it at zero, no gradient reaches it until the output convolutions have moved away from zero,
+    so the condition is ignored for the first several hundred steps. The output convolutions stay zero,
+    so the ControlNet's residuals, and the base's images at step 0, are unchanged.
+    """
+    conv = controlnet.controlnet_cond_embedding.conv_out
+    torch.nn.init.kaiming_uniform_(conv.weight, a=5**0.5, generator=torch.Generator().manual_seed(seed))

@@ -17,10 +17,11 @@ from PIL import Image
 from data.atomic import atomic_save_image
 from data.records import read_records, resolve_path
 from inference.dataset_edges import dataset_edge_settings
+from inference.denoising_advantage import HeldOut, denoising_advantage
 from inference.fill_metrics import circle_iou
 from inference.grid import make_grid
 from inference.metrics import EdgeSettings, edge_scores, text_scores
-from inference.pipeline import GenerationSettings, generate, load_pipeline
+from inference.pipeline import ControlNetPipeline, GenerationSettings, generate, load_pipeline
 from train.buckets import Size, nearest_bucket
 from train.config import ModelConfig, ValidationConfig
 from train.controlnet_dataset import map_boxes
@@ -96,6 +97,16 @@ class TrainingValidator:
             self.samples = [fit_to_bucket(s, buckets) for s in self.samples]
         self.scores_text = cfg.ocr and any(len(s.texts) for s in self.samples)
         self._ocr = None
+        self.held_out = self._held_out(resolution, buckets)
+
+    def _held_out(self, resolution: int, buckets: Sequence[Size] | None) -> HeldOut | None:
+        cfg = self.cfg
+        if not (cfg.denoising_advantage and cfg.jsonl and cfg.every_n_steps):
+            return None
+        if buckets:
+            logger.info("validation.denoising_advantage is not computed with data.buckets (mixed sizes)")
+            return None
+        return HeldOut.read(Path(cfg.jsonl), cfg.max_records, size=resolution)
 
     def due(self, step: int, max_steps: int) -> bool:
         """After every `every_n_steps` steps and the last; at step 0 when `at_start`."""
@@ -110,7 +121,7 @@ class TrainingValidator:
     ) -> dict[str, float]:
         """Generates the validation grid for `step`, saves it, sends it to the trackers; returns the edge
         adherence scores (with `edges`) and the OCR scores (when the samples have text boxes)."""
-        images = self._generate(controlnet, unet, accelerator)
+        images, advantage = self._generate(controlnet, unet, accelerator)
         conditions = [s.condition for s in self.samples]
         grid = make_grid(
             [list(pair) for pair in zip(conditions, images, strict=True)], ["condition", f"step {step}"]
@@ -123,7 +134,7 @@ class TrainingValidator:
             tracker.log_images({"validation": batch}, step=step, **layout)
         logger.info("Validation images for step %d: %s", step, path)
         scores = self._edge_scores(images) if self.cfg.edges else {}
-        return scores | (self._text_scores(images) if self.scores_text else {})
+        return scores | advantage | (self._text_scores(images) if self.scores_text else {})
 
     def _edge_scores(self, images: list[Image.Image]) -> dict[str, float]:
         """Mean edge adherence of the images to their conditions (inference's metric, condition as edges)."""
@@ -144,7 +155,8 @@ class TrainingValidator:
 
     def _generate(
         self, controlnet: ControlNetModel, unet: UNet2DConditionModel, accelerator: Accelerator
-    ) -> list[Image.Image]:
+    ) -> tuple[list[Image.Image], dict[str, float]]:
+        """The validation images, and the denoising advantage scores (same pipeline)."""
         if controlnet.dtype != unet.dtype:
             controlnet = _copy_in_dtype(controlnet, unet.dtype)
         was_training = controlnet.training
@@ -160,9 +172,22 @@ class TrainingValidator:
             )
             prompts = [s.prompt for s in self.samples]
             conditions = [s.condition for s in self.samples]
-            return generate(pipe, prompts, conditions, [self.cfg.seed] * len(prompts), self.settings)
+            images = generate(pipe, prompts, conditions, [self.cfg.seed] * len(prompts), self.settings)
+            return images, self._advantage_scores(pipe) if self.held_out else {}
         finally:
             controlnet.train(was_training)
+
+    def _advantage_scores(self, pipe: ControlNetPipeline) -> dict[str, float]:
+        """Mean relative advantage over the timesteps, and each timestep's."""
+        assert self.held_out is not None
+        rows = denoising_advantage(pipe, self.held_out)
+        scores = {f"validation/denoising_advantage_t{r.timestep}": r.relative for r in rows}
+        scores["validation/denoising_advantage"] = float(np.mean([r.relative for r in rows]))
+        logger.info(
+            "Validation denoising advantage (own vs exchanged condition): %s",
+            ", ".join(f"t={r.timestep} {r.relative:+.1%} ({r.wins}/{r.records} records)" for r in rows),
+        )
+        return scores
 
     def _text_scores(self, images: list[Image.Image]) -> dict[str, float]:
         """Each sample's boxes, scaled from its condition to the generated image, read by the OCR backend."""
