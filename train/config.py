@@ -36,12 +36,13 @@ class ModelConfig:
     """Local diffusers SDXL folder (or hub id) with unet/vae/text_encoder(_2)/tokenizer(_2)/scheduler."""
     controlnet: str | None = None
     """Existing ControlNet folder to fine-tune (e.g. a Canny ControlNet); None copies the UNet."""
-    condition_embedding_init: Literal["zeros", "random"] = "zeros"
+    condition_embedding_init: Literal["zeros", "matched"] = "zeros"
     """For a ControlNet copied from the UNet: the last layer of its condition embedding starts at zero
-    (the ControlNet paper, diffusers' `from_unet`) or `random` (a Conv2d's own init, seeded by
-    `train.seed`). The output convolutions stay zero either way, so step 0 is still exactly the base;
-    `random` lets the condition reach the trunk from the first step instead of waiting until the output
-    convolutions have grown (about twice as fast to follow the condition on the demo's fill task)."""
+    (the ControlNet paper, diffusers' `from_unet`), or `matched`: nn.Conv2d's own init (seeded by
+    `train.seed`) scaled so that the embedded conditions of the first training items have the spread of
+    their latents' features. The output convolutions stay zero either way, so step 0 is exactly the
+    base; `matched` lets the condition steer the first gradients instead of waiting for the output
+    convolutions to grow (on the demo's fill task: read after ~250 steps instead of ~1,500)."""
     vae: str | None = None
     """Alternative VAE folder (e.g. an fp16-safe SDXL VAE); None uses `base`/vae."""
     revision: str | None = None

@@ -7,6 +7,7 @@ VAE or the text encoders at all.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +74,7 @@ def load_noise_scheduler(cfg: ModelConfig) -> DDPMScheduler:
     return DDPMScheduler.from_pretrained(cfg.base, subfolder="scheduler", revision=cfg.revision)
 
 
-def build_controlnet(cfg: ModelConfig, unet: UNet2DConditionModel, seed: int = 0) -> ControlNetModel:
+def build_controlnet(cfg: ModelConfig, unet: UNet2DConditionModel) -> ControlNetModel:
     """The trainable ControlNet: an existing one to fine-tune, or a copy of the UNet's encoder."""
     if cfg.controlnet:
         logger.info("Fine-tuning the ControlNet from %s", cfg.controlnet)
@@ -81,19 +82,26 @@ def build_controlnet(cfg: ModelConfig, unet: UNet2DConditionModel, seed: int = 0
     else:
         logger.info("Initialising the ControlNet from the UNet's weights")
         controlnet = ControlNetModel.from_unet(unet)
-        if cfg.condition_embedding_init == "random":
-            randomise_condition_output(controlnet, seed)
     controlnet.train()
     return controlnet
 
 
 @torch.no_grad()
-def randomise_condition_output(controlnet: ControlNetModel, seed: int) -> None:
-    """Gives the condition embedding's zero-initialised last convolution nn.Conv2d's default weights.
+def match_condition_scale(controlnet: ControlNetModel, samples: Sequence[dict[str, Any]], seed: int) -> float:
+    """Gives the condition embedding's zero-initialised last convolution nn.Conv2d's default weights,
+    scaled so that on `samples` (training items: `conditioning_pixel_values`, `latents`) the embedded
+    condition has the spread of the latents' features it is added to. Returns the scale.
 
-    With it at zero, no gradient reaches it until the output convolutions have moved away from zero,
-    so the condition is ignored for the first several hundred steps. The output convolutions stay zero,
-    so the ControlNet's residuals, and the base's images at step 0, are unchanged.
+    At zero, no gradient reaches that convolution until the output convolutions have grown, and at the
+    default scale the condition is ~100× quieter than the latents in the trunk: either way the condition
+    is ignored for hundreds of steps. The output convolutions stay zero, so step 0 is still the base.
     """
-    conv = controlnet.controlnet_cond_embedding.conv_out
+    embedder = controlnet.controlnet_cond_embedding
+    conv = embedder.conv_out
     torch.nn.init.kaiming_uniform_(conv.weight, a=5**0.5, generator=torch.Generator().manual_seed(seed))
+    dtype = conv.weight.dtype
+    embedded = torch.stack([embedder(s["conditioning_pixel_values"][None].to(dtype)).std() for s in samples])
+    trunk = torch.stack([controlnet.conv_in(s["latents"][None].to(dtype)).std() for s in samples])
+    scale = float(trunk.mean() / embedded.mean())
+    conv.weight.mul_(scale)
+    return scale

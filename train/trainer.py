@@ -57,6 +57,7 @@ from train.sdxl_models import (
     load_prompt_encoders,
     load_unet,
     load_vae,
+    match_condition_scale,
 )
 from train.step_losses import ControlNetStepLosses
 from train.stop_signals import StopRequest
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MATCH_SAMPLES = 16
+"""Training items `model.condition_embedding_init: matched` measures the condition's scale on."""
 
 
 def _metric_name(key: str) -> str:
@@ -170,13 +173,18 @@ class ControlNetTrainer:
         apply_model_savers(cfg.train, self.controlnet, self.unet)
         self.empty_prompt = cache.empty_prompt
         text = cfg.text_loss
-        return ControlNetTrainDataset(
+        dataset = ControlNetTrainDataset(
             records,
             jsonl.parent,
             cache,
             text_targets=text.enabled,
             reference_images=text.enabled and text.kind in ("feature", "both"),
         )
+        if cfg.model.condition_embedding_init == "matched" and not cfg.model.controlnet:
+            samples = [dataset[i] for i in range(min(MATCH_SAMPLES, len(dataset)))]
+            scale = match_condition_scale(self.controlnet, samples, cfg.train.seed)
+            logger.info("Condition embedding matched to the latents' scale (%.0f× a Conv2d's default)", scale)
+        return dataset
 
     def _encoded_cache_folder(self, records: list, jsonl: Path) -> Path:
         """The latents/prompt cache for this run, encoded now if no earlier run left a complete one;
