@@ -159,9 +159,7 @@ class ControlNetTrainer:
             )
         self.noise_scheduler: DDPMScheduler = load_noise_scheduler(cfg.model)
         unet = load_unet(cfg.model)
-        self.controlnet: ControlNetModel = build_controlnet(
-            cfg.model, unet, cfg.train.seed
-        )  # fp32 copy, on the CPU
+        self.controlnet: ControlNetModel = build_controlnet(cfg.model, unet)  # fp32 copy, on the CPU
         # moved and cast in one go: an fp32 SDXL UNet on the GPU would cost 10 GB for nothing
         cast = {} if self.weight_dtype == torch.float32 else {"dtype": self.weight_dtype}
         self.unet: UNet2DConditionModel = unet.to(self.accelerator.device, **cast)
