@@ -20,6 +20,7 @@ Runs in parallel with `--jobs` (each one thread); every run keeps its folder, so
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import logging
@@ -54,12 +55,20 @@ HELD_OUT = 8
 TOO_WIDE = {"Delete"}  # overflows a 256-px key at 72 px
 
 
+@dataclass(frozen=True)
+class ArmResult:
+    text: TextScores
+    psnr: float
+    """Mean PSNR (dB) of the generated images against their targets: what legibility costs in fidelity
+    (the table's PSNR column)."""
+
+
 @dataclass
 class Arm:
     name: str
     folder: str
     overrides: list[str]
-    scores: dict[int, TextScores] = field(default_factory=dict)
+    results: dict[int, ArmResult] = field(default_factory=dict)
 
 
 def label_pairs(seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -118,7 +127,7 @@ def _run(command: list[str], log: Path) -> None:
         subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
 
 
-def train_and_score(arm: Arm, seed: int, args: argparse.Namespace, train: Path, held_out: Path) -> TextScores:
+def train_and_score(arm: Arm, seed: int, args: argparse.Namespace, train: Path, held_out: Path) -> ArmResult:
     """Trains one arm for one seed (resuming a run already there), then reads its held-out images."""
     run = args.out / "runs" / f"{arm.folder}-seed{seed}"
     run.mkdir(parents=True, exist_ok=True)
@@ -153,14 +162,31 @@ def train_and_score(arm: Arm, seed: int, args: argparse.Namespace, train: Path, 
         *map(str, args.sample_seeds),
     ]
     _run(infer, run / "bench.log")
-    summary = json.loads((report / "metrics.json").read_text())["summary"]
-    row = next(r for r in summary if not r["reference"])
-    return TextScores(row["text_lines"], row["sentence_accuracy"], row["normalized_edit_distance"])
+    metrics = json.loads((report / "metrics.json").read_text())
+    row = next(r for r in metrics["summary"] if not r["reference"])
+    text = TextScores(row["text_lines"], row["sentence_accuracy"], row["normalized_edit_distance"])
+    return ArmResult(text, _psnr(metrics["images"], report, held_out))
 
 
-def _mean_std(values: list[float]) -> str:
+def _psnr(images: list[dict], report: Path, held_out: Path) -> float:
+    """Mean PSNR of the generated images (metrics.json rows) against their records' targets."""
+    records = read_records(held_out)
+    values = []
+    for row in images:
+        if row["checkpoint"] == "target":
+            continue
+        with (
+            Image.open(report / row["path"]) as generated,
+            Image.open(resolve_path(held_out.parent, records[row["record"]].image)) as target,
+        ):
+            error = np.asarray(generated.convert("RGB"), np.float64) - np.asarray(target.convert("RGB"))
+        values.append(10 * np.log10(255**2 / max(np.mean(error**2), 1e-12)))
+    return float(np.mean(values))
+
+
+def _mean_std(values: list[float], digits: int = 3) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
 def render(arms: list[Arm], references: dict[str, TextScores], args: argparse.Namespace) -> str:
@@ -170,17 +196,24 @@ def render(arms: list[Arm], references: dict[str, TextScores], args: argparse.Na
         f"{args.steps} steps, batch 4, {RESOLUTION}², {HELD_OUT} held-out keys × {len(args.sample_seeds)} "
         f"sampling seed(s), 2 labels each; torch {torch.__version__}",
         "",
-        f"| arm | sentence accuracy: {head} | mean ± std | 1 − NED: {head} | mean ± std |",
-        "|---|" + "---:|" * (2 * len(seeds) + 2),
+        f"| arm | sentence accuracy: {head} | mean ± std | 1 − NED: {head} | mean ± std | PSNR (dB) |",
+        "|---|" + "---:|" * (2 * len(seeds) + 3),
     ]
     for arm in arms:
-        acc = [arm.scores[s].sentence_accuracy for s in seeds]
-        ned = [arm.scores[s].normalized_edit_distance for s in seeds]
+        acc = [arm.results[s].text.sentence_accuracy for s in seeds]
+        ned = [arm.results[s].text.normalized_edit_distance for s in seeds]
+        psnr = _mean_std([arm.results[s].psnr for s in seeds], digits=2)
         cells = [f"{v:.3f}" for v in acc] + [_mean_std(acc)] + [f"{v:.3f}" for v in ned] + [_mean_std(ned)]
-        lines.append(f"| {arm.name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {arm.name} | " + " | ".join(cells) + f" | {psnr} |")
     for name, score in references.items():
         blank = [""] * len(seeds)
-        cells = [*blank, f"{score.sentence_accuracy:.3f}", *blank, f"{score.normalized_edit_distance:.3f}"]
+        cells = [
+            *blank,
+            f"{score.sentence_accuracy:.3f}",
+            *blank,
+            f"{score.normalized_edit_distance:.3f}",
+            "",
+        ]
         lines.append(f"| {name} (reference) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -204,16 +237,21 @@ def main() -> None:
     train_pairs, held_out_pairs = label_pairs(seed=0)
     train = build_records(args.out / "data" / "train", train_pairs)
     held_out = build_records(args.out / "data" / "held_out", held_out_pairs)
+    variant = hashlib.sha256(" ".join(args.text_loss).encode()).hexdigest()[:8] if args.text_loss else ""
     arms = [
         Arm("diffusion loss only", "plain", []),
-        Arm("+ text loss", "text_loss", ["text_loss.enabled=true", *args.text_loss]),
+        Arm(
+            " ".join(["+ text loss", *args.text_loss]),
+            f"text_loss-{variant}" if variant else "text_loss",
+            ["text_loss.enabled=true", *args.text_loss],
+        ),
     ]
     jobs = [(arm, seed) for seed in args.seeds for arm in arms]
     with ThreadPoolExecutor(args.jobs) as pool:
         done = pool.map(lambda job: train_and_score(*job, args, train, held_out), jobs)
-        for (arm, seed), scores in zip(jobs, done, strict=True):
-            arm.scores[seed] = scores
-            logger.info("%s, seed %d: %s", arm.name, seed, scores)
+        for (arm, seed), result in zip(jobs, done, strict=True):
+            arm.results[seed] = result
+            logger.info("%s, seed %d: %s", arm.name, seed, result)
     table = render(arms, reference_scores(args.base, held_out), args)
     logger.info("\n%s", table)
 

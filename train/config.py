@@ -42,7 +42,7 @@ class ModelConfig:
     `train.seed`) scaled so that the embedded conditions of the first training items have the spread of
     their latents' features. The output convolutions stay zero either way, so step 0 is exactly the
     base; `matched` lets the condition steer the first gradients instead of waiting for the output
-    convolutions to grow (on the demo's fill task: read after ~250 steps instead of ~1,500)."""
+    convolutions to grow (on the demo's fill task: read after ~500 steps instead of ~1,500)."""
     vae: str | None = None
     """Alternative VAE folder (e.g. an fp16-safe SDXL VAE); None uses `base`/vae."""
     revision: str | None = None
