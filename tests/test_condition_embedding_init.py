@@ -96,4 +96,3 @@ def test_only_matched_init_lets_the_condition_steer_the_first_gradient(unet: UNe
         controlnet = _controlnet(unet, matched)
         grads = [_output_conv_gradient(controlnet, unet, cond) for cond in (left, right)]
         assert (not torch.allclose(grads[0], grads[1])) is matched
-
