@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from diffusers import ControlNetModel
 
+from data.records import read_records
 from inference.adherence import Adherence, measure_adherence, no_control, random_control
 from inference.denoising_advantage import TIMESTEPS, DenoisingAdvantage, measure_denoising_advantage
 
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 def _row(name: str, result: Adherence, advantage: list[DenoisingAdvantage], baseline: Adherence) -> str:
     ratio = result.edge_f1_tolerant / baseline.edge_f1_tolerant if baseline.edge_f1_tolerant else float("inf")
     iou = "" if result.circle_iou is None else f"{result.circle_iou:.3f}"
-    reads = " / ".join(f"{a.relative:+.1%}" for a in advantage)
+    reads = " / ".join(f"{a.relative:+.1%}" for a in advantage) or "n/a (one record)"
     return f"| {name} | {result.edge_f1_tolerant:.3f} | {ratio:.1f}× | {iou} | {reads} |"
 
 
@@ -45,9 +46,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
 
+    exchangeable = len(read_records(args.data)) >= 2  # the advantage swaps conditions between records
+
     def measure(controlnet: ControlNetModel) -> tuple[Adherence, list[DenoisingAdvantage]]:
         sampled = measure_adherence(args.base, controlnet, args.data, args.seeds, args.steps, args.guidance)
-        return sampled, measure_denoising_advantage(args.base, controlnet, args.data)
+        advantage = measure_denoising_advantage(args.base, controlnet, args.data) if exchangeable else []
+        return sampled, advantage
 
     baseline, unread = measure(no_control(args.base))
     rows = [_row("no control (step 0)", baseline, unread, baseline)]

@@ -106,6 +106,9 @@ class TrainingValidator:
         if buckets:
             logger.info("validation.denoising_advantage is not computed with data.buckets (mixed sizes)")
             return None
+        if len(read_records(Path(cfg.jsonl))[: cfg.max_records]) < 2:
+            logger.info("validation.denoising_advantage needs two or more validation records; not computed")
+            return None
         return HeldOut.read(Path(cfg.jsonl), cfg.max_records, size=resolution)
 
     def due(self, step: int, max_steps: int) -> bool:
