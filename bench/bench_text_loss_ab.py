@@ -143,24 +143,9 @@ def train_and_score(arm: Arm, seed: int, args: argparse.Namespace, train: Path, 
     _run([*launch, "train/train_controlnet_sdxl.py", "--config", str(CONFIG), *overrides], run / "bench.log")
     report = args.out / "reports" / f"{arm.folder}-seed{seed}"
     infer = [
-        sys.executable,
-        "-m",
-        "inference",
-        "--checkpoint",
-        str(run / "controlnet"),
-        "--data",
-        str(held_out),
-    ]
-    infer += [
-        "--out",
-        str(report),
-        "--steps",
-        "20",
-        "--guidance",
-        "1",
-        "--seeds",
-        *map(str, args.sample_seeds),
-    ]
+        sys.executable, "-m", "inference", "--checkpoint", str(run / "controlnet"), "--data", str(held_out),
+        "--out", str(report), "--steps", "20", "--guidance", "1", "--seeds", *map(str, args.sample_seeds),
+    ]  # fmt: skip
     _run(infer, run / "bench.log")
     metrics = json.loads((report / "metrics.json").read_text())
     row = next(r for r in metrics["summary"] if not r["reference"])
