@@ -41,9 +41,11 @@ from PIL import Image
 from data.atomic import atomic_save_image
 from data.glyph_render import render_glyphs
 from data.records import Record, read_records, resolve_path, write_records
-from inference.metrics import TextScores, read_text_scores
+from inference.metrics import TextScores, text_scores
+from recognizer.box_reading import read_boxes
 from recognizer.ocr import load_ocr
 from recognizer.synthetic import KEY_LABELS, render_keyboard
+from train.tiny_base.vae_stage import reconstruct, reconstruction_scores
 
 logger = logging.getLogger("bench_text_loss_ab")
 
@@ -95,13 +97,13 @@ def build_records(root: Path, pairs: list[tuple[str, str]]) -> Path:
     return root / "train.jsonl"
 
 
-def _pooled(scores: list[TextScores]) -> TextScores:
-    lines = sum(s.lines for s in scores)
-    return TextScores(
-        lines,
-        sum(s.sentence_accuracy * s.lines for s in scores) / lines,
-        sum(s.normalized_edit_distance * s.lines for s in scores) / lines,
-    )
+def _uint8_nchw(paths: list[Path]) -> np.ndarray:
+    """Images of one size as uint8 (N, 3, H, W), the layout the tiny base's VAE helpers take."""
+    arrays = []
+    for path in paths:
+        with Image.open(path) as image:
+            arrays.append(np.asarray(image.convert("RGB")).transpose(2, 0, 1))
+    return np.stack(arrays)
 
 
 @torch.no_grad()
@@ -109,16 +111,21 @@ def reference_scores(base: Path, jsonl: Path) -> dict[str, TextScores]:
     """OCR of the held-out targets, and of their round trip through the base's VAE."""
     vae = AutoencoderKL.from_pretrained(base, subfolder="vae").eval()
     ocr = load_ocr()
-    target, round_trip = [], []
-    for record in read_records(jsonl):
-        with Image.open(resolve_path(jsonl.parent, record.image)) as opened:
-            image = opened.convert("RGB")
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-        decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample[0].clamp(-1, 1)
-        back = Image.fromarray(((decoded.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy())
-        for scored, out in ((image, target), (back, round_trip)):
-            out.append(read_text_scores(ocr, scored, record.box, record.gt_text, image.size)[1])
-    return {"target images": _pooled(target), "VAE round trip of the targets": _pooled(round_trip)}
+    records = read_records(jsonl)
+    targets = _uint8_nchw([resolve_path(jsonl.parent, r.image) for r in records])
+    truth = [text for record in records for text in record.gt_text]
+    scores = {}
+    for name, images in (
+        ("target images", targets),
+        ("VAE round trip of the targets", reconstruct(vae, targets)),
+    ):
+        read = [
+            text
+            for image, record in zip(images, records, strict=True)
+            for text in read_boxes(ocr, image.transpose(1, 2, 0), record.box)
+        ]
+        scores[name] = text_scores(read, truth)
+    return scores
 
 
 def _run(command: list[str], log: Path) -> None:
@@ -156,17 +163,10 @@ def train_and_score(arm: Arm, seed: int, args: argparse.Namespace, train: Path, 
 def _psnr(images: list[dict], report: Path, held_out: Path) -> float:
     """Mean PSNR of the generated images (metrics.json rows) against their records' targets."""
     records = read_records(held_out)
-    values = []
-    for row in images:
-        if row["checkpoint"] == "target":
-            continue
-        with (
-            Image.open(report / row["path"]) as generated,
-            Image.open(resolve_path(held_out.parent, records[row["record"]].image)) as target,
-        ):
-            error = np.asarray(generated.convert("RGB"), np.float64) - np.asarray(target.convert("RGB"))
-        values.append(10 * np.log10(255**2 / max(np.mean(error**2), 1e-12)))
-    return float(np.mean(values))
+    rows = [row for row in images if row["checkpoint"] != "target"]
+    generated = _uint8_nchw([report / row["path"] for row in rows])
+    targets = _uint8_nchw([resolve_path(held_out.parent, records[row["record"]].image) for row in rows])
+    return reconstruction_scores(targets, generated)["psnr"]
 
 
 def _mean_std(values: list[float], digits: int = 3) -> str:

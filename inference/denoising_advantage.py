@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import ControlNetModel, DDPMScheduler
 from PIL import Image
 
-from data.records import read_records, resolve_path
+from data.records import Record, read_records, resolve_path
 from inference.pipeline import ControlNetPipeline, load_pipeline
 from train.losses import diffusion_target
+from train.sample_geometry import to_tensor
 
 __all__ = ["DenoisingAdvantage", "HeldOut", "denoising_advantage", "measure_denoising_advantage"]
 
@@ -58,13 +58,18 @@ class HeldOut:
 
     @classmethod
     def read(cls, jsonl: Path, limit: int | None = None, size: int | None = None) -> HeldOut:
-        """The first `limit` records, resized to `size`² when given (else all must share one size)."""
-        records = read_records(jsonl)[:limit]
+        """The first `limit` records of `jsonl`; see `from_records`."""
+        return cls.from_records(read_records(jsonl)[:limit], jsonl.parent, size)
+
+    @classmethod
+    def from_records(cls, records: Sequence[Record], root: Path, size: int | None = None) -> HeldOut:
+        """`records` (paths relative to `root`), resized to `size`² when given (else all must share one
+        size)."""
         if len(records) < 2:
-            raise ValueError(f"{jsonl}: the denoising advantage needs at least two records to exchange")
+            raise ValueError(f"{root}: the denoising advantage needs at least two records to exchange")
         return cls(
-            torch.stack([_pixels(resolve_path(jsonl.parent, r.image), size) for r in records]),
-            torch.stack([_pixels(resolve_path(jsonl.parent, r.conditioning_image), size) for r in records]),
+            torch.stack([_pixels(resolve_path(root, r.image), size) for r in records]),
+            torch.stack([_pixels(resolve_path(root, r.conditioning_image), size) for r in records]),
             [r.text for r in records],
         )
 
@@ -74,7 +79,7 @@ def _pixels(path: Path, size: int | None) -> torch.Tensor:
         rgb = image.convert("RGB")
     if size is not None and rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return to_tensor(rgb)
 
 
 @torch.no_grad()

@@ -106,10 +106,12 @@ class TrainingValidator:
         if buckets:
             logger.info("validation.denoising_advantage is not computed with data.buckets (mixed sizes)")
             return None
-        if len(read_records(Path(cfg.jsonl))[: cfg.max_records]) < 2:
+        jsonl = Path(cfg.jsonl)
+        records = read_records(jsonl)[: cfg.max_records]
+        if len(records) < 2:
             logger.info("validation.denoising_advantage needs two or more validation records; not computed")
             return None
-        return HeldOut.read(Path(cfg.jsonl), cfg.max_records, size=resolution)
+        return HeldOut.from_records(records, jsonl.parent, size=resolution)
 
     def due(self, step: int, max_steps: int) -> bool:
         """After every `every_n_steps` steps and the last; at step 0 when `at_start`."""
