@@ -5,18 +5,22 @@ Measures, on this machine:
 * **records/s** of the ``canny`` builder (1024² PNG skins from ``bench_canny.py``) and the ``glyph``
   builder (generated skins composed at 1024², OCR with their known labels, as ``make skins-demo`` runs
   it): the local engine (``--workers`` processes) vs the Ray engine (an in-process ``ray.init`` with the
-  same number of CPUs; shards of ``--canny-shard-size`` / ``--glyph-shard-size`` records, a second or
-  a few of work each, so that both CPUs get shards). Rates are end to end, output folder fresh each time,
-  Ray's start-up excluded (a cluster is started once, not per build; reported apart). Interleaved rounds,
-  the ratio taken within each round; the share of the CPU other processes used meanwhile is reported
-  (the development VM is shared).
+  same number of CPUs; shards of ``--canny-shard-size`` / ``--glyph-shard-size`` records: about a
+  second of work each, small enough that both CPUs get shards, large enough that a shard's task round
+  trip and its three marker/part writes are ~1 % of it; canny shards of 8 measured ~10 % slower).
+  Rates are end to end, output folder fresh each time. The cluster's own start-up is excluded (a
+  cluster runs for many builds; reported apart), but not the worker processes each build starts, as
+  every CLI run, a new Ray job, starts its own. Canny is built at two sizes, which splits each engine's
+  time into a start-up per build and a cost per record (what a corpus of millions pays). Interleaved
+  rounds, the ratio taken within each round; the share of the CPU other processes used meanwhile is
+  reported (the development VM is shared).
 * **stages**, 1 core, median ms per record: decode (``read_image``), compute (the rest of the builder:
   Canny; OCR + label matching + rendering), encode (PNG), write (atomic write + placing the image).
 * ``skins`` and ``compose`` records/s (local engine) while making the glyph input, for the estimate.
 * **an estimate** of the time for 1 M skins at 1024² through skins → compose → canny → glyph on N nodes
   of C cores, from the measured core-seconds per record on the Ray engine.
 
-    python bench/bench_builders.py [--canny-n 300] [--glyph-n 12] [--repeats 3] [--json FILE]
+    python bench/bench_builders.py [--canny-n 1000 3000] [--glyph-n 24] [--repeats 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -63,16 +67,22 @@ STAGE_SAMPLE = 30
 OUTPUTS: dict[str, set[str]] = {}  # builder -> digests of the train.jsonl every run wrote (must be one)
 
 
+def _builder_name(label: str) -> str:
+    """``canny 3000`` -> ``canny``."""
+    return label.split()[0]
+
+
 def _timed_build(
-    name: str, builder: Callable[..., Built], items: list[Item], settings: object, **run
+    label: str, builder: Callable[..., Built], items: list[Item], settings: object, **run
 ) -> float:
     """Records/s of one fresh build."""
+    name = _builder_name(label)
     out = Path(tempfile.mkdtemp(prefix=f"bench_{name}_", dir=run.pop("scratch")))
     began = time.perf_counter()
     summary = run_builder(name, builder, items, out, settings, **run)
     elapsed = time.perf_counter() - began
     assert summary.built == len(items) and not summary.failed, summary
-    OUTPUTS.setdefault(name, set()).add(hashlib.sha256((out / "train.jsonl").read_bytes()).hexdigest())
+    OUTPUTS.setdefault(label, set()).add(hashlib.sha256((out / "train.jsonl").read_bytes()).hexdigest())
     shutil.rmtree(out)
     return len(items) / elapsed
 
@@ -145,10 +155,16 @@ def estimate(core_seconds: dict[str, float]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--canny-n", type=int, default=300, help="canny records (1024² PNG)")
-    parser.add_argument("--glyph-n", type=int, default=12, help="glyph records (composed 1024² skins)")
+    parser.add_argument(
+        "--canny-n",
+        type=int,
+        nargs="+",
+        default=[1000, 3000],
+        help="canny build sizes (1024² PNG; default 1000 3000: two sizes split start-up from per record)",
+    )
+    parser.add_argument("--glyph-n", type=int, default=24, help="glyph records (composed 1024² skins)")
     parser.add_argument("--workers", type=int, default=2, help="local processes = Ray CPUs (2)")
-    parser.add_argument("--canny-shard-size", type=int, default=8, help="canny records per Ray shard (8)")
+    parser.add_argument("--canny-shard-size", type=int, default=64, help="canny records per Ray shard (64)")
     parser.add_argument(
         "--glyph-shard-size", type=int, default=1, help="glyph records per Ray shard (1: seconds each)"
     )
@@ -163,8 +179,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_builders_") as tmp:  # removed also on failure
         scratch = Path(tmp)
         canny_folder = Path(tempfile.gettempdir()) / "skinforge_bench_canny_png"  # shared with bench_canny.py
-        ensure_images(canny_folder, args.canny_n, args.workers, "png")
-        canny_items = load_items(canny_folder)[: args.canny_n]
+        ensure_images(canny_folder, max(args.canny_n), args.workers, "png")
+        canny_items = load_items(canny_folder)
         composed, chain_rates = glyph_input(scratch / "glyph_input", args.glyph_n, args.workers)
         glyph_items = load_items(composed)
         labels = composed / LABELS_FILE
@@ -172,12 +188,15 @@ def main() -> int:
             labels=str(labels), labels_sha256=hashlib.sha256(labels.read_bytes()).hexdigest()
         )
         builds = {
-            "canny": (
+            f"canny {n}": (
                 canny_builder,
-                canny_items,
+                canny_items[:n],
                 CannySettings(),
                 RayOptions(shard_size=args.canny_shard_size),
-            ),
+            )
+            for n in args.canny_n
+        }
+        builds |= {
             "glyph": (
                 glyph_builder,
                 glyph_items,
@@ -192,23 +211,26 @@ def main() -> int:
             n: {"local": [], "ray": []} for n in builds
         }
         for round_ in range(args.repeats):
-            for name, (builder, items, settings, options) in builds.items():
+            for label, (builder, items, settings, options) in builds.items():
                 runs = {"local": {"workers": args.workers}, "ray": {"engine": options}}
                 for engine, run in runs.items():
                     with CpuMeter() as meter:
-                        rate = _timed_build(name, builder, items, settings, scratch=scratch, **run)
-                    results[name][engine].append((rate, meter.foreign))
+                        rate = _timed_build(label, builder, items, settings, scratch=scratch, **run)
+                    results[label][engine].append((rate, meter.foreign))
                     logger.info(
                         "round %d %s %s: %.2f rec/s (others %.0f%% CPU)",
                         round_ + 1,
-                        name,
+                        label,
                         engine,
                         rate,
                         100 * meter.foreign,
                     )
         ray.shutdown()
         assert all(len(hashes) == 1 for hashes in OUTPUTS.values()), "the engines wrote different train.jsonl"
-        stage_ms = {name: stages(name, b, items, s, scratch) for name, (b, items, s, _) in builds.items()}
+        stage_ms = {
+            _builder_name(label): stages(_builder_name(label), b, items, s, scratch)
+            for label, (b, items, s, _) in builds.items()
+        }
 
     report = {
         "ray_start_s": ray_start,
@@ -231,17 +253,58 @@ def main() -> int:
             "ratios": ratios,
             "others_max": others,
         }
+    split = start_up_and_per_record(results, sorted(args.canny_n)) if len(args.canny_n) > 1 else None
+    report["canny_split"] = split
+    canny_ray = report["builders"][f"canny {max(args.canny_n)}"]["ray"]
     core_seconds = {
         "skins": args.workers / chain_rates["skins"],
         "compose": args.workers / chain_rates["compose"],
-        "canny": args.workers / report["builders"]["canny"]["ray"],
+        "canny": args.workers * split["per_record_s"]["ray"] if split else args.workers / canny_ray,
         "glyph": args.workers / report["builders"]["glyph"]["ray"],
     }
     report["estimate"] = estimate(core_seconds)
     print(_format(rows, stage_ms, chain_rates, ray_start, report["estimate"], args))
+    if split:
+        print(_format_split(split, args.workers))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def start_up_and_per_record(results: dict, sizes: list[int]) -> dict:
+    """Each engine's build time as ``start-up + n x per-record`` from the smallest and largest canny
+    builds of each round (medians over rounds), and the per-record Ray/local rate ratio per round.
+
+    A build's start-up (the local engine's process pool; Ray's worker processes, which every new Ray
+    job starts afresh, as each CLI run is) is paid once per build; the per-record cost is what a corpus
+    of millions pays."""
+    small, large = sizes[0], sizes[-1]
+    fits: dict[str, list[tuple[float, float]]] = {"local": [], "ray": []}
+    for engine, fit in fits.items():
+        pairs = zip(results[f"canny {small}"][engine], results[f"canny {large}"][engine], strict=True)
+        for (rate_small, _), (rate_large, _) in pairs:
+            per_record = (large / rate_large - small / rate_small) / (large - small)
+            fit.append((small / rate_small - small * per_record, per_record))
+    ratios = [lo[1] / ra[1] for lo, ra in zip(fits["local"], fits["ray"], strict=True)]
+    return {
+        "sizes": [small, large],
+        "start_up_s": {e: statistics.median(f[0] for f in fit) for e, fit in fits.items()},
+        "per_record_s": {e: statistics.median(f[1] for f in fit) for e, fit in fits.items()},
+        "per_record_ratio": ratios,
+    }
+
+
+def _format_split(split: dict, workers: int) -> str:
+    start, per = split["start_up_s"], split["per_record_s"]
+    ratios = split["per_record_ratio"]
+    return (
+        f"\ncanny, from the {split['sizes'][0]}- and {split['sizes'][1]}-record builds "
+        f"(time = start-up + n x per record, {workers} CPUs):\n"
+        f"* start-up per build: local {start['local']:.2f} s, Ray {start['ray']:.2f} s\n"
+        f"* per record: local {1000 * per['local']:.2f} ms, Ray {1000 * per['ray']:.2f} ms; "
+        f"Ray / local rate per record **{statistics.median(ratios):.2f}x** "
+        f"({', '.join(f'{r:.2f}' for r in ratios)})"
+    )
 
 
 def _format(

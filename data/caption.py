@@ -134,7 +134,7 @@ def build_captions(
         batch_size=batch_size,
         strict=strict,
         overwrite=overwrite,
-        engine=engine,
+        engine=None if engine is None else replace(engine, gpu_model=device != "cpu"),
     )
 
 

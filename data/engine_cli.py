@@ -36,7 +36,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
         "--ray-gpus",
         type=float,
         default=None,
-        help="GPUs per Ray task or actor (default: 1 per model actor when the cluster has GPUs, else 0)",
+        help="GPUs per Ray task or actor (default: 1 per caption actor when the cluster has GPUs and "
+        "--device is not cpu, else 0)",
     )
     group.add_argument(
         "--ray-actors",

@@ -9,7 +9,8 @@ the whole corpus at once):
   but raised on the driver, as the local engine raises it.
 * Model stages (glyph's OCR, caption's BLIP) run shards on a pool of **actors**: each is one long-lived
   process that loads its model once (the builders cache it per process) and takes shard after shard,
-  with GPUs requested per actor when the cluster has them. A dead actor is restarted (on another node
+  with a GPU per actor when the cluster has GPUs and the model runs on one (caption; glyph's
+  onnxruntime OCR runs on the CPU). A dead actor is restarted (on another node
   if its own is gone) and its calls retried.
 
 Workers write images and the shard's parts straight into ``out``; only counts and failures travel
@@ -56,11 +57,12 @@ class RayOptions:
     address: str = "auto"  # "auto": the running cluster if there is one, else a local one; or host:port
     shard_size: int = 64  # records per shard; keep it when resuming (other sizes redo every shard)
     cpus: float = 1.0  # CPUs per task / actor
-    gpus: float | None = None  # GPUs per task / actor; None: 1 per model actor if the cluster has GPUs
+    gpus: float | None = None  # GPUs per task / actor; None: 1 per actor of a GPU model on a GPU cluster
     actors: int | None = None  # model stages: actor pool size; None: as many as the cluster fits
     max_in_flight: int | None = None  # shards submitted at once; None: 2 per slot the cluster fits
     max_retries: int = 3  # per shard, on worker or node loss
     actor_pool: bool = False  # a model stage: shards go to actors that keep the model loaded
+    gpu_model: bool = False  # its model runs on a GPU when its actor has one (caption, not glyph's OCR)
 
     def __post_init__(self) -> None:
         counts = (self.shard_size, self.actors or 1, self.max_in_flight or 1)
@@ -147,9 +149,13 @@ def _slots(options: RayOptions, gpus: float) -> int:
 
 
 def _gpus(options: RayOptions, actors: bool) -> float:
+    """GPUs per task or actor: as asked, else one per actor of a model that runs on a GPU (caption's
+    BLIP) when the cluster has GPUs. Everything else takes none: a GPU its OCR (onnxruntime on the CPU)
+    or Canny never touches would only cap the pool at the cluster's GPU count."""
     if options.gpus is not None:
         return options.gpus
-    return 1.0 if actors and _ray().cluster_resources().get("GPU", 0.0) >= 1 else 0.0
+    wanted = actors and options.gpu_model
+    return 1.0 if wanted and _ray().cluster_resources().get("GPU", 0.0) >= 1 else 0.0
 
 
 def map_unordered(

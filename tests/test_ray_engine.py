@@ -1,6 +1,7 @@
 """The Ray engine (``--engine ray``): same output as the local engine, shards, resume, actor pools, faults.
 
-Real Ray throughout: an in-process ``ray.init(num_cpus=2)`` for the equivalence tests, a
+Real Ray throughout: an in-process ``ray.init(num_cpus=2, num_gpus=1)`` for the equivalence tests (the
+GPU is a resource Ray schedules by, not hardware: no test uses CUDA), a
 ``ray.cluster_utils.Cluster`` losing a node mid-job, and a ``ray start --head`` cluster driven through
 the CLI (both slow). Skipped where Ray is not installed (it is the optional extra ``.[ray]``).
 """
@@ -73,15 +74,16 @@ def pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """One in-process Ray runtime with 2 CPUs for the module (starting one takes ~10 s here). Ray gives
-    its raylet 30 s to register, which an overloaded shared 2-core VM can miss: one more try then."""
+    """One in-process Ray runtime with 2 CPUs and 1 GPU *resource* for the module (starting one takes
+    ~10 s here), so actor pools are scheduled as on a GPU node. Ray gives its raylet 30 s to register,
+    which an overloaded shared 2-core VM can miss: one more try then."""
     try:
-        ray.init(num_cpus=2, **RAY_INIT)
+        ray.init(num_cpus=2, num_gpus=1, **RAY_INIT)
     except Exception as exc:  # Ray raises a bare Exception for this timeout
         if "timed out during startup" not in str(exc):
             raise
         ray.shutdown()
-        ray.init(num_cpus=2, **RAY_INIT)
+        ray.init(num_cpus=2, num_gpus=1, **RAY_INIT)
     yield
     ray.shutdown()
 
@@ -169,8 +171,8 @@ def test_caption_batches_on_an_actor_pool_equal_local(tmp_path: Path) -> None:
     (jsonl.parent / "images" / "00002.png").write_bytes(b"")
     settings = CaptionSettings(str(model), max_new_tokens=5)
     local = build_captions(jsonl, tmp_path / "local", settings, device="cpu", batch_size=2)
-    options = RayOptions(shard_size=3, actors=1)
-    on_ray = build_captions(jsonl, tmp_path / "ray", settings, device="cpu", batch_size=2, engine=options)
+    options = RayOptions(shard_size=3, actors=1)  # device auto: the actor takes the GPU (CPU here: no CUDA)
+    on_ray = build_captions(jsonl, tmp_path / "ray", settings, device="auto", batch_size=2, engine=options)
     assert (on_ray.built, len(on_ray.failed)) == (local.built, len(local.failed)) == (4, 1)
     assert_same_build(tmp_path / "local", tmp_path / "ray", "caption")
 
@@ -189,6 +191,30 @@ def test_map_unordered_bounds_what_is_in_flight() -> None:
     first = next(results)
     assert len(pulled) <= 4 and first in range(12)
     assert sorted([first, *results]) == list(range(12))
+
+
+def _where(_: int) -> tuple[tuple[str, ...], int]:
+    """The GPUs Ray gave the task or actor running this, and its process."""
+    return tuple(str(gpu) for gpu in ray.get_gpu_ids()), os.getpid()
+
+
+@pytest.mark.usefixtures("ray_local")
+@pytest.mark.parametrize(
+    ("options", "on_gpu", "processes"),
+    [
+        (RayOptions(actor_pool=True, gpu_model=True), True, 1),  # caption: one actor per GPU
+        (RayOptions(actor_pool=True), False, 2),  # glyph's CPU OCR: one actor per CPU, no GPU held
+        (RayOptions(actor_pool=True, gpus=0.5), True, 2),  # asked for: two actors share the GPU
+        (RayOptions(), False, None),  # CPU tasks
+    ],
+)
+def test_gpus_go_to_actors_of_gpu_models(options: RayOptions, on_gpu: bool, processes: int | None) -> None:
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # _where, to the workers
+    results = list(map_unordered(_where, range(8), options, actors=options.actor_pool))
+    assert len(results) == 8
+    assert {bool(gpus) for gpus, _ in results} == {on_gpu}
+    if processes is not None:
+        assert len({pid for _, pid in results}) == processes
 
 
 def test_bad_options_are_refused() -> None:
