@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +91,33 @@ def test_resume_from_an_explicit_path_and_a_missing_one(tiny_overrides: list[str
     assert trainer.state.step == 3
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
         run_training([*tiny_overrides, f"checkpoint.resume={tmp_path / 'nowhere'}"])
+
+
+class _Messages(logging.Handler):
+    """The trainer's log lines (its own logger: the run replaces the root logger's handlers)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_matched_init_runs_on_a_fresh_start_only(tiny_overrides: list[str]) -> None:
+    messages = _Messages()
+    logging.getLogger("train.trainer").addHandler(messages)
+    matched = [*tiny_overrides, "model.condition_embedding_init=matched", "checkpoint.every_n_steps=1"]
+    try:
+        run_training([*matched, "train.max_steps=1"])
+        fresh, messages.lines = messages.lines, []
+        resumed = run_training([*matched, "train.max_steps=2", "checkpoint.resume=latest"])
+    finally:
+        logging.getLogger("train.trainer").removeHandler(messages)
+    assert resumed.state.step == 2
+    assert any(line.startswith("Condition embedding matched") for line in fresh)
+    assert not any(line.startswith("Condition embedding matched") for line in messages.lines)
+    assert any("trained weights come from" in line and "checkpoint-1" in line for line in messages.lines)
 
 
 def test_finetune_starts_from_the_given_controlnet(

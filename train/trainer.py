@@ -179,10 +179,18 @@ class ControlNetTrainer:
             reference_images=text.enabled and text.kind in ("feature", "both"),
         )
         if cfg.model.condition_embedding_init == "matched" and not cfg.model.controlnet:
-            samples = [dataset[i] for i in range(min(MATCH_SAMPLES, len(dataset)))]
-            scale = match_condition_scale(self.controlnet, samples, cfg.train.seed)
-            logger.info("Condition embedding matched to the latents' scale (%.0f× a Conv2d's default)", scale)
+            self._match_condition_embedding(dataset)
         return dataset
+
+    def _match_condition_embedding(self, dataset: ControlNetTrainDataset) -> None:
+        """`model.condition_embedding_init: matched` on a fresh start; a resumed run loads the trained
+        embedder from its checkpoint, so matching it first would be wasted reads and forwards."""
+        if self.resume_from is not None:
+            logger.info("Condition embedding: trained weights come from %s, not matched", self.resume_from)
+            return
+        samples = [dataset[i] for i in range(min(MATCH_SAMPLES, len(dataset)))]
+        scale = match_condition_scale(self.controlnet, samples, self.config.train.seed)
+        logger.info("Condition embedding matched to the latents' scale (%.0f× a Conv2d's default)", scale)
 
     def _encoded_cache_folder(self, records: list, jsonl: Path) -> Path:
         """The latents/prompt cache for this run, encoded now if no earlier run left a complete one;
