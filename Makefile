@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-paddle demo skins-demo tiny-base test test-fast test-paddle lint bench clean
+.PHONY: install install-paddle demo skins-demo tiny-base test test-slow test-paddle lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -62,11 +62,13 @@ skins-demo: $(STAMP)
 tiny-base: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m train.tiny_base assets/tiny-sdxl-trained --overwrite --work-dir build/tiny-base
 
+# `make test`: every test but the end-to-end ones marked `slow` (~5 min on 2 cores). `make test-slow`:
+# those (~10 min: the learning run, kill -9 restarts, real launches, clusters and servers). CI runs both.
 test: $(STAMP)
-	$(PY) -m pytest -q
-
-test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 # The paddle backend's tests (marker `paddle`), in its venv, where a missing paddle fails instead of
 # skipping. The files are named because that venv lacks the serve and ray extras other tests import.
