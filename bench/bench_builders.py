@@ -64,19 +64,13 @@ NODE_CORES = 32  # cores per node in the estimate
 NODES = (1, 8, 32, 128)
 MILLION = 1_000_000
 STAGE_SAMPLE = 30
-OUTPUTS: dict[str, set[str]] = {}  # builder -> digests of the train.jsonl every run wrote (must be one)
-
-
-def _builder_name(label: str) -> str:
-    """``canny 3000`` -> ``canny``."""
-    return label.split()[0]
+OUTPUTS: dict[str, set[str]] = {}  # build label -> digests of the train.jsonl every run wrote (must be one)
 
 
 def _timed_build(
-    label: str, builder: Callable[..., Built], items: list[Item], settings: object, **run
+    label: str, name: str, builder: Callable[..., Built], items: list[Item], settings: object, **run
 ) -> float:
-    """Records/s of one fresh build."""
-    name = _builder_name(label)
+    """Records/s of one fresh build of builder ``name``; ``label`` names the measurement."""
     out = Path(tempfile.mkdtemp(prefix=f"bench_{name}_", dir=run.pop("scratch")))
     began = time.perf_counter()
     summary = run_builder(name, builder, items, out, settings, **run)
@@ -189,6 +183,7 @@ def main() -> int:
         )
         builds = {
             f"canny {n}": (
+                "canny",
                 canny_builder,
                 canny_items[:n],
                 CannySettings(),
@@ -198,6 +193,7 @@ def main() -> int:
         }
         builds |= {
             "glyph": (
+                "glyph",
                 glyph_builder,
                 glyph_items,
                 glyph_settings,
@@ -211,11 +207,11 @@ def main() -> int:
             n: {"local": [], "ray": []} for n in builds
         }
         for round_ in range(args.repeats):
-            for label, (builder, items, settings, options) in builds.items():
+            for label, (name, builder, items, settings, options) in builds.items():
                 runs = {"local": {"workers": args.workers}, "ray": {"engine": options}}
                 for engine, run in runs.items():
                     with CpuMeter() as meter:
-                        rate = _timed_build(label, builder, items, settings, scratch=scratch, **run)
+                        rate = _timed_build(label, name, builder, items, settings, scratch=scratch, **run)
                     results[label][engine].append((rate, meter.foreign))
                     logger.info(
                         "round %d %s %s: %.2f rec/s (others %.0f%% CPU)",
@@ -227,10 +223,10 @@ def main() -> int:
                     )
         ray.shutdown()
         assert all(len(hashes) == 1 for hashes in OUTPUTS.values()), "the engines wrote different train.jsonl"
-        stage_ms = {
-            _builder_name(label): stages(_builder_name(label), b, items, s, scratch)
-            for label, (b, items, s, _) in builds.items()
-        }
+        stage_ms: dict[str, dict] = {}
+        for name, builder, items, settings, _ in builds.values():  # once per builder, not per size
+            if name not in stage_ms:
+                stage_ms[name] = stages(name, builder, items, settings, scratch)
 
     report = {
         "ray_start_s": ray_start,
@@ -239,14 +235,14 @@ def main() -> int:
         "stages_ms": stage_ms,
     }
     rows = []
-    for name, engines in results.items():
+    for label, engines in results.items():
         local = statistics.median(r for r, _ in engines["local"])
         on_ray = statistics.median(r for r, _ in engines["ray"])
         ratios = [a[0] / b[0] for a, b in zip(engines["ray"], engines["local"], strict=True)]
         others = max(f for runs in engines.values() for _, f in runs)
-        n = len(builds[name][1])
-        rows.append((name, n, local, on_ray, ratios, others))
-        report["builders"][name] = {
+        n = len(builds[label][2])
+        rows.append((label, n, local, on_ray, ratios, others))
+        report["builders"][label] = {
             "n": n,
             "local": local,
             "ray": on_ray,
