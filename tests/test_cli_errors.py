@@ -105,7 +105,8 @@ def test_smoke_preset_shrinks_a_1024_recipe_and_overrides_still_win(tmp_path: Pa
     config = config_from_args(
         "configs/keyboard_1024.yaml", [f"data.train_jsonl={data}", "train.max_steps=6"], [], smoke=True
     )
-    assert config.model.base == "assets/tiny-sdxl-trained" and config.data.resolution == 128
+    assert config.model.base == str(Path("assets/tiny-sdxl-trained").absolute()), "recorded absolute"
+    assert config.data.resolution == 128
     assert config.train.mixed_precision == "no" and config.train.batch_size == 1
     assert config.train.max_steps == 6 and config.data.train_jsonl == str(data), "the user's overrides win"
     assert config.train.output_dir == "runs/keyboard_1024_smoke" and config.data.buckets, "recipe kept"

@@ -201,3 +201,35 @@ def test_model_base_checked_before_anything_loads(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")  # nothing listens
     with pytest.raises(ConfigError, match=r"cannot be reached to download it .*: set model\.base to a local"):
         load_config("configs/fill_tiny.yaml", ["model.base=someorg/some-sdxl"])
+
+
+def test_a_dataset_folder_is_read_as_its_train_jsonl(fill_jsonl: Path, tmp_path: Path) -> None:
+    """The builders take a dataset folder; so do data.train_jsonl and validation.jsonl."""
+    folder = str(fill_jsonl.parent)
+    overrides = ["model.base=assets/tiny-sdxl-trained", "validation.every_n_steps=10"]
+    config = load_config(
+        "configs/fill_tiny.yaml", [*overrides, f"data.train_jsonl={folder}", f"validation.jsonl={folder}"]
+    )
+    assert config.data.train_jsonl == str(fill_jsonl) and config.validation.jsonl == str(fill_jsonl)
+
+    (tmp_path / "records.jsonl").touch()
+    with pytest.raises(ConfigError) as info:
+        load_config("configs/fill_tiny.yaml", [*overrides, f"data.train_jsonl={tmp_path}"])
+    assert (
+        f"data.train_jsonl: {tmp_path} is a folder without train.jsonl (not a dataset a builder wrote); "
+        "it holds records.jsonl: pass one of those" in str(info.value)
+    )
+
+
+def test_local_model_folders_are_recorded_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's skinforge.yaml is read from other folders (inference, serving): a relative base there
+    would name nothing, or a hub repo. Problems still quote the path as the user wrote it."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    (tmp_path / "train.jsonl").touch()
+    data = f"data.train_jsonl={tmp_path}"
+    config = load_config("configs/fill_tiny.yaml", ["model.base=./assets/../assets/tiny-sdxl-trained", data])
+    assert config.model.base == str(repo / "assets" / "tiny-sdxl-trained")
+    assert f"base: {repo / 'assets' / 'tiny-sdxl-trained'}\n" in config.to_yaml()
+    with pytest.raises(ConfigError, match=r"model\.base: folder assets/nope does not exist"):
+        load_config("configs/fill_tiny.yaml", ["model.base=assets/nope", data])

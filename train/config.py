@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Literal
 
 import yaml
 
+from data.dataset_path import dataset_jsonl, folder_problem
 from train.config_aliases import ALIASES
 from train.config_loader import (
     ConfigError,
@@ -350,15 +352,20 @@ def _local_path_problems(config: SkinforgeConfig) -> list[str]:
     jsonl = config.data.train_jsonl
     if not jsonl:
         problems.append("data.train_jsonl is required")
+    elif problem := folder_problem(jsonl):
+        problems.append(f"data.train_jsonl: {problem}")
     elif not Path(jsonl).is_file():
         problems.append(
             f"data.train_jsonl: {jsonl} does not exist: build a dataset (python -m data ...) or set "
             "data.train_jsonl to your train.jsonl"
         )
     validating = config.validation.every_n_steps > 0
-    if validating and config.validation.jsonl and not Path(config.validation.jsonl).is_file():
+    held_out = config.validation.jsonl
+    if validating and held_out and (problem := folder_problem(held_out)):
+        problems.append(f"validation.jsonl: {problem}")
+    elif validating and held_out and not Path(held_out).is_file():
         problems.append(
-            f"validation.jsonl: {config.validation.jsonl} does not exist: set it to a held-out "
+            f"validation.jsonl: {held_out} does not exist: set it to a held-out "
             "train.jsonl, or turn validation off with validation.every_n_steps=0"
         )
     for i, image in enumerate(config.validation.conditioning_images):
@@ -535,13 +542,41 @@ def load_config(
     tree = load_yaml(path) if path else {}
     problems = apply_overrides(tree, overrides)
     config = build_dataclass(SkinforgeConfig, tree, "", problems, KEY_HINTS)
+    _read_dataset_folders(config)
     problems.extend(validate(config, check_paths=check_paths))
     if problems:
         blamed, from_overrides = blame_overrides(problems, overrides)
         if from_overrides and path:
             source = f"{path} with the command-line overrides ({from_overrides} from the overrides)"
         raise ConfigError(blamed, source)
+    _absolute_model_folders(config.model)
     return config
+
+
+def _read_dataset_folders(config: SkinforgeConfig) -> None:
+    """A dataset folder given as data.train_jsonl or validation.jsonl means its train.jsonl, as the data
+    builders read it; the run then records the file it really trained on."""
+    if config.data.train_jsonl:
+        config.data.train_jsonl = str(dataset_jsonl(config.data.train_jsonl))
+    if config.validation.jsonl:
+        config.validation.jsonl = str(dataset_jsonl(config.validation.jsonl))
+
+
+def _absolute_model_folders(model: ModelConfig) -> None:
+    """Local model folders become absolute (after validation, whose messages quote what the user wrote):
+    the run's skinforge.yaml is read by inference and serving from other folders, where a relative
+    ``assets/tiny-sdxl-trained`` would name nothing or be taken for a hub id. Hub ids stay as they are."""
+    model.base = _absolute_folder(model.base)
+    if model.controlnet:
+        model.controlnet = _absolute_folder(model.controlnet)
+    if model.vae:
+        model.vae = _absolute_folder(model.vae)
+
+
+def _absolute_folder(value: str) -> str:
+    """``value`` as an absolute, normalised path if it names a local folder, else unchanged."""
+    folder = Path(value).expanduser()
+    return os.path.abspath(folder) if value and folder.is_dir() else value
 
 
 KEY_HINTS = KeyHints.of(SkinforgeConfig, ALIASES)
