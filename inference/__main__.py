@@ -18,6 +18,7 @@ from data.captioner import resolve_device
 from data.host_memory import keep_freed_memory
 from data.process_exit import exit_without_teardown
 from data.records import DatasetError
+from inference.anytext import AnyTextDictChoice
 from inference.batch import run_batch_inference
 from inference.dataset_edges import dataset_edge_settings
 from inference.evaluate import MetricSettings
@@ -116,8 +117,18 @@ def _add_metric_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--protocol", nargs="+", choices=PROTOCOLS, default=[NATIVE], metavar="NAME",
         help="evaluation protocols, one or more of: native (our own; default), controlnet++ (ControlNet++'s "
-        "edge F1 x100 and MS-SSIM, exactly), anytext (AnyText's sentence accuracy and NED, exactly, with "
-        "our recogniser); each metric's column names its protocol",
+        "edge F1 x100 and MS-SSIM), anytext (AnyText's sentence accuracy and NED); each metric's column "
+        "names its protocol. controlnet++ and anytext reproduce the peers' protocol math exactly (kornia "
+        "0.7.0's Canny, their PNG/JPEG round trips, crops, pooling, AnyText's benchmark dictionary), not "
+        "their recogniser: ours is PP-OCRv6, AnyText's DuGuang ConvNextTiny. Two inputs their code cannot "
+        "take: MS-SSIM of images under 176 px a side is left empty here (F1 still scored), and a box that "
+        "crops to nothing reads as '' (a miss)",
+    )  # fmt: skip
+    group.add_argument(
+        "--anytext-dict", metavar="zh|en|PATH",
+        help="dictionary of the anytext protocol's NED: zh (ppocr_keys_v1.txt, AnyText's Chinese set), en "
+        "(en_dict.txt, its English set) or a file with one character per line (default: en when every "
+        "ground-truth character of the data is in en_dict.txt, else zh); recorded in metrics.json",
     )  # fmt: skip
     group.add_argument(
         "--canny-low", type=int,
@@ -186,8 +197,9 @@ def _metrics(args: argparse.Namespace) -> MetricSettings | None:
     base = EdgeSettings(tolerance=args.edge_tolerance, condition_is_edges=not args.condition_canny)
     edges = dataset_edge_settings(args.data, base, args.canny_low, args.canny_high)
     ocr = OcrConfig(backend=args.ocr_backend, rec_model=args.ocr_rec_model, use_angle_cls=False)
+    anytext_dict = AnyTextDictChoice(args.anytext_dict) if args.anytext_dict else None
     return MetricSettings(
-        edges, not args.no_ocr, ocr, args.clip_model, args.fid_model, protocols=tuple(args.protocol)
+        edges, not args.no_ocr, ocr, args.clip_model, args.fid_model, tuple(args.protocol), anytext_dict
     )
 
 

@@ -14,21 +14,29 @@ Followed: tyxsspa/AnyText at 3d4a260c (``eval/eval_dgocr.py``, ``eval/anytext_si
   (recognizer.py L44-60, including their pixel-to-[-1, 1] mapping);
 * a crop with ``h > 1.2 w`` is turned 90° counter-clockwise (eval_dgocr.py L62-66);
 * sentence accuracy compares the read and true strings as they are (eval_dgocr.py L131-134); the edit
-  distance compares class ids of the recogniser's dictionary ``['sos', *chars, ' ']``, where every
-  character outside it gets the last id, the space's (L129-130), as ``1 - d / (max(len) + 1e-5)``
-  (L50-52); both are means over all lines pooled (L138).
+  distance compares class ids of a benchmark dictionary ``['sos', *chars, ' ']``, where every
+  character outside it gets the last id, the space's (L129-130; cldm/recognizer.py L132-133, L221-230),
+  as ``1 - d / (max(len) + 1e-5)`` (L50-52); both are means over all lines pooled (L138);
+* the dictionary is fixed per benchmark, not the recogniser's: ``ppocr_keys_v1.txt`` for the Chinese set
+  (wukong), ``en_dict.txt`` for the English set (laion) (eval_dgocr.py L43-47, L93-96). Both files ship
+  in ``inference/dicts`` (see its PROVENANCE.md); ``zh``/``en`` pick one, a path another, and by default
+  the data picks: ``en`` when every ground-truth character is in en_dict.txt, else ``zh``.
 
 What differs, on purpose: the recogniser. AnyText reads with DuGuang ConvNextTiny
 (``damo/cv_convnextTiny_ocr-recognition-general_damo``, eval_dgocr.py L89) after its own resize to
 48 x 320 (L68-84); we read the crop with our OCR backend (PP-OCRv6 small via rapidocr by default),
-which resizes as it was trained to, and our dictionary is that recogniser's.
+which resizes as it was trained to. A crop under one pixel (a box that rounds to nothing), which their
+code cannot take, reads as "" here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -42,17 +50,21 @@ from inference.metrics import TextScores
 from recognizer.ocr import OcrBackend
 
 __all__ = [
+    "BENCHMARK_DICTS",
     "MAX_CHARS",
     "MAX_LINES",
     "TURN_RATIO",
+    "AnyTextDictChoice",
     "AnyTextDictionary",
     "anytext_text_scores",
     "anytext_truth",
+    "choose_benchmark_dictionary",
     "crop_line",
     "jpeg_round_trip",
     "line_corners",
     "line_mask",
     "read_anytext",
+    "read_char_dict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,10 +77,79 @@ _FALLBACK_CORNERS = np.array([[0, 0], [100, 0], [100, 100], [0, 100]])
 """recognizer.py L22-24: the box AnyText uses when a mask has no contour."""
 
 
+BENCHMARK_DICTS: dict[str, str] = {"zh": "ppocr_keys_v1.txt", "en": "en_dict.txt"}
+"""AnyText's benchmark dictionaries (eval_dgocr.py L43-47), shipped in inference/dicts: ``zh`` for its
+Chinese set (wukong), ``en`` for its English set (laion)."""
+
+
+def read_char_dict(path: Path) -> list[str]:
+    """A dictionary file's characters as AnyText reads it (cldm/recognizer.py L221-227): one per line,
+    only the line ends stripped, so a line holding a space is the space."""
+    with path.open("rb") as handle:
+        lines = handle.readlines()
+    characters = []
+    for number, line in enumerate(lines, 1):
+        try:
+            characters.append(line.decode("utf-8").strip("\n").strip("\r\n"))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}:{number}: AnyText dictionary lines must be UTF-8 ({err})") from err
+    if not characters:
+        raise ValueError(f"{path}: the AnyText dictionary is empty")
+    return characters
+
+
+@dataclass(frozen=True)
+class AnyTextDictChoice:
+    """Which dictionary AnyText's NED uses: ``zh``, ``en`` (the shipped benchmark files) or a file path,
+    and who chose it (``origin``: the command line, or the data)."""
+
+    name: str
+    origin: str = "--anytext-dict"
+
+    def __post_init__(self) -> None:
+        if self.name not in BENCHMARK_DICTS and not Path(self.name).is_file():
+            raise FileNotFoundError(
+                f"{self.origin} {self.name}: no such file; expected zh (ppocr_keys_v1.txt, AnyText's Chinese "
+                "set), en (en_dict.txt, its English set) or a dictionary file with one character per line"
+            )
+
+    @property
+    def path(self) -> Path:
+        if self.name in BENCHMARK_DICTS:
+            return Path(str(resources.files("inference") / "dicts" / BENCHMARK_DICTS[self.name]))
+        return Path(self.name)
+
+    def describe(self) -> dict[str, object]:
+        """For metrics.json: the file (its name for a shipped one), its sha256 and size, and who chose it."""
+        data = self.path.read_bytes()
+        return {
+            "dictionary": self.name,
+            "file": BENCHMARK_DICTS.get(self.name, str(self.path)),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "characters": len(read_char_dict(self.path)),
+            "origin": self.origin,
+        }
+
+
+def choose_benchmark_dictionary(texts: Iterable[str]) -> AnyTextDictChoice:
+    """The benchmark set that matches ground-truth ``texts``: ``en`` when every character is in
+    en_dict.txt (AnyText's English set), else ``zh`` (also when there is no text)."""
+    english = set(read_char_dict(AnyTextDictChoice("en").path))
+    lines = [text for text in texts if text]
+    outside = sorted({char for text in lines for char in text} - english)
+    if lines and not outside:
+        return AnyTextDictChoice("en", "the data (every ground-truth character is in en_dict.txt)")
+    if not lines:
+        return AnyTextDictChoice("zh", "the data (no ground-truth text; the Chinese set)")
+    example = "".join(outside[:5])
+    reason = f"the data ({len(outside)} ground-truth characters not in en_dict.txt, e.g. {example!r})"
+    return AnyTextDictChoice("zh", reason)
+
+
 @dataclass(frozen=True)
 class AnyTextDictionary:
     """Class ids as AnyText's TextRecognizer numbers them: 'sos', the characters, then ' ' (recognizer.py
-    L221-230, L133); a character without a class takes the last id."""
+    L132-133, L221-230); a character without a class takes the last id, the appended space's."""
 
     char2id: Mapping[str, int]
     unknown: int
@@ -77,6 +158,10 @@ class AnyTextDictionary:
     def of(cls, characters: Sequence[str]) -> AnyTextDictionary:
         classes = ["sos", *characters, " "]
         return cls({char: i for i, char in enumerate(classes)}, len(classes) - 1)
+
+    @classmethod
+    def load(cls, choice: AnyTextDictChoice) -> AnyTextDictionary:
+        return cls.of(read_char_dict(choice.path))
 
     def ids(self, text: str) -> list[int]:
         return [self.char2id.get(char, self.unknown) for char in text]

@@ -1,11 +1,14 @@
 """ControlNet++'s edge-adherence protocol (their evaluated ``canny`` task), step by step, so our numbers
 can sit next to their table.
 
-Followed: liming-ai/ControlNet_Plus_Plus at 9ffe2645 (``eval/eval.py``, ``eval/eval_edge.py``):
+Followed: liming-ai/ControlNet_Plus_Plus at 9ffe2645 (``eval/eval.py``, ``eval/eval_edge.py``,
+``requirements.txt``):
 
 * both edge maps are kornia ``filters.canny`` with low 0.1 and high 0.2 on the RGB image scaled to
-  [0, 1]: on the source image, resized bicubically to the generated size first (eval.py L171 with
-  ``--condition_column=image``, L339/L345; L176-178),
+  [0, 1], as kornia 0.7.0 (their pinned version) computes it, whatever kornia is installed
+  (inference.kornia070_canny; later kornia keeps other pixels on flat-colour images): on the source
+  image, resized bicubically to the generated size first (eval.py L171 with ``--condition_column=image``,
+  L339/L345; L176-178),
   and on each generated image (eval.py L226-228). Their ``canny_cv2`` task (cv2 100/200) is not what
   eval_edge.py scores;
 * each map is written as ``to_pil_image(edges, 'L').convert('RGB')`` to a PNG (eval.py L179-180,
@@ -15,6 +18,9 @@ Followed: liming-ai/ControlNet_Plus_Plus at 9ffe2645 (``eval/eval.py``, ``eval/e
 * F1: the maps' 255s become 1 (eval_edge.py L31-32), then one torchmetrics ``BinaryF1Score`` over the
   flattened pixels of all seeds of a prompt pooled (L34, L81), then the mean over prompts (L98-104).
   Two empty maps score 0 (torchmetrics' ``zero_division``). The paper prints F1 × 100; so do we.
+
+Their code cannot score MS-SSIM of images under 176 px a side (torchmetrics' 5 scales raise); we leave
+it empty there (logged once per size), and a checkpoint's mean is empty when any of its images lacks it.
 
 Per image we keep the F1's confusion counts (torchmetrics' own state), so the per-prompt pooling is a
 ``merge_state`` at aggregation and scores of unchanged images can be reused on a rerun.
@@ -30,10 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from kornia.filters import canny as kornia_canny
 from PIL import Image
 from torchmetrics.classification import BinaryF1Score
 from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
+
+from inference.kornia070_canny import canny
 
 __all__ = [
     "HIGH_THRESHOLD",
@@ -49,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 LOW_THRESHOLD = 0.1
 HIGH_THRESHOLD = 0.2
-"""kornia canny thresholds of ControlNet++'s ``canny`` task (eval.py L176-177)."""
+"""Canny thresholds of ControlNet++'s ``canny`` task (eval.py L176-177)."""
 
 _warned_sizes: set[tuple[int, int]] = set()
 """Image sizes whose missing MS-SSIM was logged: once per size, not once per image."""
@@ -79,10 +86,10 @@ def _png_round_trip(edges: torch.Tensor) -> torch.Tensor:
 
 
 def edge_map(image: Image.Image) -> torch.Tensor:
-    """kornia Canny (0.1/0.2) of an RGB image after the PNG round trip: ``(H, W)`` uint8, 0 or 255."""
+    """kornia 0.7.0's Canny (0.1/0.2) of an RGB image after the PNG round trip: ``(H, W)`` uint8, 0 or 255."""
     pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).unsqueeze(0) / 255.0
     with torch.no_grad():
-        _, edges = kornia_canny(pixels, LOW_THRESHOLD, HIGH_THRESHOLD)
+        _, edges = canny(pixels, LOW_THRESHOLD, HIGH_THRESHOLD)
     return _png_round_trip(edges[0, 0])
 
 

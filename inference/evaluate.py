@@ -28,15 +28,15 @@ from PIL import Image
 
 from data.atomic import atomic_write, atomic_write_json
 from data.progress import progress_bar
+from data.records import read_records
 from inference import controlnetpp
-from inference.anytext import AnyTextDictionary, read_anytext
+from inference.anytext import AnyTextDictChoice, AnyTextDictionary, choose_benchmark_dictionary, read_anytext
 from inference.clip_score import ClipScorer, check_clip_folder
 from inference.dataset_edges import dataset_edge_settings
 from inference.fid import FidScorer, check_fid_model
 from inference.metrics import EdgeSettings, aggregate, edge_scores, read_text_scores
 from inference.protocols import ANYTEXT, CONTROLNETPP, NATIVE, describe, parse_protocols
 from recognizer.ocr import OcrBackend, OcrConfig, load_ocr
-from recognizer.rec_characters import rec_characters
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ class MetricSettings:
     """Which metrics to compute and how. CLIP score and FID run only with local weights given.
 
     ``edges`` None means the detector recorded with the data (see :meth:`for_data`), else the defaults.
-    ``protocols`` are the evaluation protocols to score with (inference.protocols).
+    ``protocols`` are the evaluation protocols to score with (inference.protocols). ``anytext_dict`` is the
+    dictionary of AnyText's NED; None: the benchmark set matching the data's ground truth (:meth:`for_data`).
     """
 
     edges: EdgeSettings | None = None
@@ -85,14 +86,22 @@ class MetricSettings:
     clip_model: Path | None = None
     fid_model: Path | None = None
     protocols: tuple[str, ...] = (NATIVE,)
+    anytext_dict: AnyTextDictChoice | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "protocols", parse_protocols(self.protocols))
 
     def for_data(self, data: Path) -> MetricSettings:
         """These settings with ``edges`` settled: as given, else the detector that made ``data``'s
-        conditions (inference.dataset_edges)."""
-        return self if self.edges is not None else replace(self, edges=dataset_edge_settings(data))
+        conditions (inference.dataset_edges); and ``anytext_dict`` as given, else the benchmark set that
+        matches the data's ground-truth text."""
+        settled = self if self.edges is not None else replace(self, edges=dataset_edge_settings(data))
+        if ANYTEXT in self.protocols and self.anytext_dict is None:
+            texts = (
+                text for record in read_records(data, check_files=False) for text in record.gt_text or ()
+            )
+            settled = replace(settled, anytext_dict=choose_benchmark_dictionary(texts))
+        return settled
 
     @property
     def edge_settings(self) -> EdgeSettings:
@@ -101,7 +110,7 @@ class MetricSettings:
     def as_dict(self) -> dict[str, Any]:
         """JSON form; also the key deciding whether earlier per-image rows can be reused."""
         ocr = {"backend": self.ocr.backend, "rec_model": str(self.ocr.rec_model or "shipped")}
-        return {
+        settings: dict[str, Any] = {
             "protocols": list(self.protocols),
             "edges": asdict(self.edge_settings),
             "text": self.text,
@@ -109,6 +118,11 @@ class MetricSettings:
             "clip_model": str(self.clip_model) if self.clip_model else None,
             "fid_model": str(self.fid_model) if self.fid_model else None,
         }
+        if CONTROLNETPP in self.protocols:  # rows of the installed kornia's Canny (before) are not reused
+            settings["controlnetpp_canny"] = "kornia 0.7.0"
+        if ANYTEXT in self.protocols and self.text and self.anytext_dict is not None:
+            settings["anytext_dictionary"] = self.anytext_dict.describe()
+        return settings
 
 
 @dataclass(frozen=True)
@@ -140,7 +154,9 @@ class Evaluator:
         self.ocr: OcrBackend | None = load_ocr(settings.ocr) if reads else None
         self.dictionary: AnyTextDictionary | None = None
         if self.ocr is not None and ANYTEXT in settings.protocols:
-            self.dictionary = AnyTextDictionary.of(rec_characters(settings.ocr))
+            if settings.anytext_dict is None:
+                raise ValueError("the anytext protocol needs its dictionary: settle it with for_data(data)")
+            self.dictionary = AnyTextDictionary.load(settings.anytext_dict)
         self._warned_no_source = False
         if settings.clip_model is not None:
             check_clip_folder(settings.clip_model)

@@ -2,8 +2,10 @@
 
 ``native`` is the project's own (tolerant F1, the dataset's own edge detector, characters as they are);
 ``controlnet++`` and ``anytext`` reproduce those papers' evaluation code (inference.controlnetpp,
-inference.anytext). Their metrics carry the protocol in the key (``controlnetpp_*``, ``anytext_*``);
-native keys have no prefix. metrics.json holds :func:`describe` of the protocols a run used.
+inference.anytext): their protocol math exactly (kornia 0.7.0's Canny, AnyText's benchmark
+dictionaries), not their recogniser (ours is PP-OCRv6, AnyText's DuGuang). Their metrics carry the
+protocol in the key (``controlnetpp_*``, ``anytext_*``); native keys have no prefix. metrics.json holds
+:func:`describe` of the protocols a run used.
 """
 
 from __future__ import annotations
@@ -61,22 +63,30 @@ def describe(protocol: str) -> dict[str, Any]:
         return {
             "metrics": list(PROTOCOL_METRICS[CONTROLNETPP]),
             "follows": f"{_CONTROLNETPP_SOURCE} eval/eval.py L171, L176-181, L225-232, L259-261; "
-            "eval/eval_edge.py L19-34, L79-81, L98-104 (task 'canny')",
-            "edges": "kornia.filters.canny 0.1/0.2 on the target image (resized bicubically to the output) "
-            "and on the output, PNG round trip; torchmetrics BinaryF1Score over all seeds of a record "
-            "pooled, mean over records, x100; torchmetrics MS-SSIM (data_range 1), mean over records",
+            "eval/eval_edge.py L19-34, L79-81, L98-104 (task 'canny'); requirements.txt kornia==0.7.0",
+            "edges": "kornia 0.7.0's filters.canny 0.1/0.2 (re-implemented in inference/kornia070_canny.py, "
+            "pixel for pixel, whatever kornia is installed) on the target image (resized bicubically to the "
+            "output) and on the output, PNG round trip; torchmetrics BinaryF1Score over all seeds of a "
+            "record pooled, mean over records, x100; torchmetrics MS-SSIM (data_range 1), mean over records",
+            "beyond_theirs": "images under 176 px a side: their MS-SSIM raises, ours is left empty (and the "
+            "checkpoint's mean with it); F1 is still scored",
             "comparable_with": "ControlNet++ (ECCV 2024) controllability table, Canny F1 (x100), when the "
             "conditions are kornia Canny 0.1/0.2 of the targets, as in their MultiGen-20M canny eval set",
-            "versions": {"kornia": _version("kornia"), "torchmetrics": _version("torchmetrics")},
+            "versions": {"canny": "kornia 0.7.0 (re-implemented)", "torchmetrics": _version("torchmetrics")},
         }
     if protocol == ANYTEXT:
         return {
             "metrics": list(PROTOCOL_METRICS[ANYTEXT]),
-            "follows": f"{_ANYTEXT_SOURCE} eval/eval_dgocr.py L50-52, L62-66, L106-138; "
-            "eval/anytext_singleGPU.py L36-37, L90-95, L110-115; cldm/recognizer.py L19-72, L221-230",
+            "follows": f"{_ANYTEXT_SOURCE} eval/eval_dgocr.py L43-52, L62-66, L93-96, L106-138; "
+            "eval/anytext_singleGPU.py L36-37, L90-95, L110-115; "
+            "cldm/recognizer.py L19-72, L132-133, L221-230",
             "text": "first 20 lines, ground truth cut to 20 characters; JPEG round trip; min-area rectangle "
             "of the filled polygon, similarity warp; turned at h > 1.2 w; exact match of the strings; "
-            "NED over the recogniser's class ids (unknown characters share one id), pooled over lines",
+            "NED over the class ids of AnyText's benchmark dictionary (ppocr_keys_v1.txt for its Chinese "
+            "set, en_dict.txt for its English set; metric_settings.anytext_dictionary says which), unknown "
+            "characters sharing one id, pooled over lines",
+            "beyond_theirs": "a box that crops to nothing (under a pixel): their code raises, ours reads it "
+            "as '' (a miss)",
             "recogniser": "ours: the configured OCR backend (default PP-OCRv6 small, rapidocr); AnyText's: "
             "DuGuang ConvNextTiny (damo/cv_convnextTiny_ocr-recognition-general_damo)",
             "comparable_with": "AnyText (ICLR 2024) Sen.ACC / NED only in formula: the recogniser "

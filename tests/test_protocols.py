@@ -3,34 +3,45 @@ string pairs; and the native protocol scoring a canny dataset's targets with the
 
 The "independent" side follows the peers' code path literally (ControlNet++: edge PNGs written to disk,
 the seeds of a prompt stacked into one batch for torchmetrics; AnyText: the corner sort in Python, the
-Umeyama similarity by SVD, the warp by explicit bilinear sampling, a plain dynamic-programming edit
-distance), so that a mistake in our per-image / merged-state / library route shows up as a difference.
+Umeyama similarity by SVD, the warp by explicit bilinear sampling, the dictionary file read as their
+TextRecognizer reads it, a plain dynamic-programming edit distance), so that a mistake in our per-image /
+merged-state / library route shows up as a difference. ControlNet++'s Canny is kornia 0.7.0's: our
+re-implementation is checked pixel for pixel against kornia 0.7.0 itself, installed from the package index
+into a throw-away folder and run in a subprocess (skipped when the index cannot be reached).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from kornia.filters import canny as kornia_canny
 from PIL import Image, ImageDraw, ImageFilter
 from torchmetrics.classification import BinaryF1Score
 from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
 
 from data.__main__ import main as data_main
 from data.atomic import atomic_save_image
+from data.fill import fill_record
 from data.records import Record, write_records
+from data.skins import generate_skin
 from inference import controlnetpp
 from inference.anytext import (
+    AnyTextDictChoice,
     AnyTextDictionary,
     anytext_text_scores,
     anytext_truth,
+    choose_benchmark_dictionary,
     crop_line,
     line_corners,
     line_mask,
@@ -38,6 +49,7 @@ from inference.anytext import (
 )
 from inference.dataset_edges import dataset_edge_settings
 from inference.evaluate import METRICS_CSV, METRICS_FILE, Evaluator, MetricSettings, ScoredImage, evaluate
+from inference.kornia070_canny import canny as kornia070_canny
 from inference.metrics import EdgeSettings, edge_scores
 from inference.protocols import ANYTEXT, CONTROLNETPP, NATIVE
 from inference.report_html import write_html_report
@@ -67,9 +79,13 @@ def _scene(seed: int, size: tuple[int, int] = (SIZE, SIZE), blur: float = 0.0) -
 
 
 def _theirs_edge_png(image: Image.Image, path: Path) -> Path:
-    """eval.py L176-180 / L226-232: kornia canny on [0, 1], to_pil_image(.., 'L'), RGB, saved as PNG."""
+    """eval.py L176-180 / L226-232: kornia canny on [0, 1], to_pil_image(.., 'L'), RGB, saved as PNG.
+
+    kornia 0.7.0 (their pin) is stood in for by inference.kornia070_canny, which
+    test_controlnetpp_canny_is_kornia_070_pixel_for_pixel checks against kornia 0.7.0 itself.
+    """
     tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0) / 255.0
-    edges = kornia_canny(tensor, 0.1, 0.2)[1]
+    edges = kornia070_canny(tensor, 0.1, 0.2)[1]
     Image.fromarray((edges[0, 0] * 255).to(torch.uint8).numpy(), "L").convert("RGB").save(path)
     return path
 
@@ -146,6 +162,94 @@ def test_controlnetpp_ms_ssim_is_empty_for_small_images() -> None:
     assert summary == {"controlnetpp_edge_f1": 100.0, "controlnetpp_edge_ms_ssim": None}
 
 
+# --------------------------------------------------------------------------- ControlNet++: kornia 0.7.0
+
+_KORNIA_070_PROBE = """
+import sys
+from pathlib import Path
+
+import kornia
+import numpy as np
+import torch
+from kornia.filters import canny
+from PIL import Image
+
+assert kornia.__version__ == "0.7.0", kornia.__file__
+folder = Path(sys.argv[1])
+(folder / "theirs").mkdir()
+for png in sorted(folder.glob("*.png")):  # eval.py L176-180: pil_to_tensor / 255, canny, to_pil_image 'L'
+    pixels = torch.from_numpy(np.array(Image.open(png).convert("RGB"))).permute(2, 0, 1).unsqueeze(0) / 255.0
+    edges = canny(pixels, 0.1, 0.2)[1]
+    stored = Image.fromarray(edges[0, 0].mul(255).byte().numpy(), "L").convert("RGB")
+    stored.save(folder / "theirs" / png.name)
+for tensor in sorted(folder.glob("*.pt")):
+    image = torch.load(tensor)
+    results = {h: canny(image, 0.1, 0.2, hysteresis=h) for h in (True, False)}
+    torch.save(results, folder / "theirs" / tensor.name)
+"""
+
+
+@pytest.fixture(scope="module")
+def kornia070(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kornia 0.7.0 (pure Python; torch is the venv's) installed into a throw-away folder."""
+    target = tmp_path_factory.mktemp("kornia070")
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
+    command += ["--retries", "1", "--timeout", "30", "--target", str(target), "kornia==0.7.0"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"kornia 0.7.0 could not be installed from the package index: {done.stderr[-400:]}")
+    return target
+
+
+def _flat_colour_images() -> dict[str, Image.Image]:
+    """The project's flat-colour images: fill records (a disc on a plain background) and skin elements
+    (keyboards, function row, navigation bar; the backgrounds only cost time)."""
+    images = {f"fill{i}": fill_record(i, 256, seed=0)[0] for i in range(8)}
+    for index in (0, 1):
+        skin = generate_skin(index, seed=0, scale=0.5)
+        elements = {name: image for name, image in skin.elements.items() if name != "background"}
+        images |= {f"skin{index}_{name}": element.convert("RGB") for name, element in elements.items()}
+    return images
+
+
+def test_controlnetpp_canny_is_kornia_070_pixel_for_pixel(kornia070: Path, tmp_path: Path) -> None:
+    """Fills, skins and scenes through our edge map vs kornia 0.7.0's canny as ControlNet++ calls it; random
+    tensors through our canny vs 0.7.0's (magnitude and edges, with and without hysteresis)."""
+    images = {**_flat_colour_images(), "scene0": _scene(0), "scene1": _scene(1, (200, 176), blur=0.8)}
+    for name, image in images.items():
+        image.save(tmp_path / f"{name}.png")
+    generator = torch.Generator().manual_seed(0)
+    tensors = {
+        "noise_rgb": torch.rand(2, 3, 48, 64, generator=generator),
+        "noise_grey": torch.rand(1, 1, 37, 29, generator=generator),
+        "blocks": torch.rand(1, 3, 6, 8, generator=generator).repeat_interleave(8, 2).repeat_interleave(8, 3),
+    }
+    for name, tensor in tensors.items():
+        torch.save(tensor, tmp_path / f"{name}.pt")
+    probe = tmp_path / "probe.py"
+    probe.write_text(_KORNIA_070_PROBE)
+    env = {**os.environ, "PYTHONPATH": str(kornia070), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(probe), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    differing = {}
+    for name, image in images.items():
+        ours = controlnetpp.edge_map(image).numpy()
+        theirs = np.array(Image.open(tmp_path / "theirs" / f"{name}.png").convert("L"))
+        assert theirs.any(), f"{name}: no edges at all, not a test"
+        if not np.array_equal(ours, theirs):
+            differing[name] = int((ours != theirs).sum())
+    assert not differing, f"edge pixels that differ from kornia 0.7.0: {differing}"
+    for name, tensor in tensors.items():
+        theirs = torch.load(tmp_path / "theirs" / f"{name}.pt")
+        for hysteresis in (True, False):
+            magnitude, edges = kornia070_canny(tensor, 0.1, 0.2, hysteresis=hysteresis)
+            assert torch.equal(magnitude, theirs[hysteresis][0]), (name, hysteresis)
+            assert torch.equal(edges, theirs[hysteresis][1]), (name, hysteresis)
+
+
 # --------------------------------------------------------------------------- AnyText: strings
 
 
@@ -218,6 +322,147 @@ def test_anytext_truth_keeps_twenty_lines_of_twenty_characters() -> None:
     truth = [f"line {i} " + "x" * 30 for i in range(25)]
     cut = anytext_truth(truth)
     assert len(cut) == 20 and all(len(t) == 20 for t in cut) and cut[3] == truth[3][:20]
+
+
+# --------------------------------------------------------------------------- AnyText: dictionaries
+
+SHIPPED_DICTS = Path(controlnetpp.__file__).parent / "dicts"
+
+
+def _their_char_dict(path: Path) -> list[str]:
+    """cldm/recognizer.py get_char_dict (L221-227), as written: bytes lines, decoded, line ends stripped."""
+    character_str = []
+    with open(path, "rb") as fin:
+        lines = fin.readlines()
+        for line in lines:
+            line = line.decode("utf-8").strip("\n").strip("\r\n")
+            character_str.append(line)
+    return character_str
+
+
+def test_shipped_dictionaries_are_anytexts_files() -> None:
+    """Byte for byte the files PROVENANCE.md names (with their sha256), numbered as AnyText does."""
+    provenance = (SHIPPED_DICTS / "PROVENANCE.md").read_text(encoding="utf-8")
+    for name, file in (("zh", "ppocr_keys_v1.txt"), ("en", "en_dict.txt")):
+        choice = AnyTextDictChoice(name)
+        assert choice.path == SHIPPED_DICTS / file
+        digest = hashlib.sha256(choice.path.read_bytes()).hexdigest()
+        assert re.search(rf"`{re.escape(file)}`.*`{digest}`", provenance), f"{file} is not the recorded file"
+        chars = ["sos", *_their_char_dict(choice.path), " "]
+        assert AnyTextDictionary.load(choice).char2id == {char: i for i, char in enumerate(chars)}
+        assert choice.describe()["characters"] == len(chars) - 2 and choice.describe()["sha256"] == digest
+    assert _their_char_dict(SHIPPED_DICTS / "en_dict.txt")[-1] == " ", "en_dict.txt's last character: a space"
+
+
+OUTSIDE_ONE_DICTIONARY = [  # (read, truth)
+    ("£5", "¢5"),  # both in PP-OCRv6's list, neither in ppocr_keys_v1.txt nor en_dict.txt: one id there
+    ("〃", "〓"),  # both in ppocr_keys_v1.txt, neither in PP-OCRv6's list nor en_dict.txt
+    ("确定", "回车"),  # in ppocr_keys_v1.txt and PP-OCRv6's list, not in en_dict.txt
+    ("Tab©1", "Tab 1"),  # © is outside ppocr_keys_v1.txt and en_dict.txt: it takes the space's id there
+    ("Shift", "Shift"),
+]
+
+
+@pytest.mark.parametrize("name", ["zh", "en"])
+def test_anytext_ned_is_over_the_benchmark_dictionary(name: str, characters: list[str]) -> None:
+    read, truth = zip(*OUTSIDE_ONE_DICTIONARY, strict=True)
+    choice = AnyTextDictChoice(name)
+    ours = anytext_text_scores(list(read), list(truth), AnyTextDictionary.load(choice))
+    accuracy, similarity = _theirs_text(OUTSIDE_ONE_DICTIONARY, _their_char_dict(choice.path))
+    assert ours.sentence_accuracy == pytest.approx(accuracy, abs=1e-12) and accuracy == 1 / 5
+    assert ours.normalized_edit_distance == pytest.approx(similarity, abs=1e-12)
+    _, recognisers = _theirs_text(OUTSIDE_ONE_DICTIONARY, characters)
+    assert abs(similarity - recognisers) > 0.05, "these lines score differently over the recogniser's list"
+
+
+def test_the_data_picks_the_benchmark_dictionary() -> None:
+    english = choose_benchmark_dictionary(["Shift", "Tab 1", "", "F12 ~!@#"])
+    assert english.name == "en" and english.origin.startswith("the data")
+    assert choose_benchmark_dictionary(["Shift", "回车"]).name == "zh"
+    assert choose_benchmark_dictionary(["Café"]).name == "zh", "é is not in en_dict.txt"
+    assert choose_benchmark_dictionary([]).name == "zh"
+    with pytest.raises(FileNotFoundError, match=r"--anytext-dict nope\.txt"):
+        AnyTextDictChoice("nope.txt")
+
+
+class _Scripted:
+    """A recogniser that reads the given strings in turn, so that only the protocol math is compared."""
+
+    def __init__(self, reads: list[str]) -> None:
+        self.reads = list(reads)
+
+    def recognize(self, lines: list[np.ndarray]) -> list[tuple[str, float]]:
+        return [(self.reads.pop(0), 1.0) for _ in lines]
+
+
+def _line_boxes(lines: int) -> list[list[list[int]]]:
+    return [
+        [[10, 10 + 30 * k], [150, 10 + 30 * k], [150, 34 + 30 * k], [10, 34 + 30 * k]] for k in range(lines)
+    ]
+
+
+def _text_records(root: Path, truths: list[list[str]]) -> list[ScoredImage]:
+    """One flat 192 px image per record and a box per line (the scripted reader ignores the pixels), written
+    as a dataset (``root/train.jsonl``); each record's image is also its 'generated' image."""
+    records, items = [], []
+    for i, lines in enumerate(truths):
+        image = root / f"images/{i:03d}.png"
+        atomic_save_image(Image.new("RGB", (SIZE, SIZE), (200, 200, 210)), image)
+        records.append(
+            Record(
+                f"record {i}",
+                image.relative_to(root).as_posix(),
+                image.relative_to(root).as_posix(),
+                _line_boxes(len(lines)),
+                lines,
+            )
+        )
+        items.append(ScoredImage("ckpt", i, 0, image, f"record {i}", image, _line_boxes(len(lines)), lines))
+    write_records(root / "train.jsonl", records)
+    return items
+
+
+@pytest.mark.parametrize(
+    ("pairs", "option", "expected"),
+    [
+        ([OUTSIDE_ONE_DICTIONARY[:2], OUTSIDE_ONE_DICTIONARY[2:]], None, "zh"),
+        ([OUTSIDE_ONE_DICTIONARY[:2], OUTSIDE_ONE_DICTIONARY[2:]], "en", "en"),
+        ([[("Tab©1", "Tab 1"), ("Entr", "Enter")], [("Shift", "Shift")]], None, "en"),
+    ],
+)
+def test_anytext_evaluation_records_and_uses_the_benchmark_dictionary(
+    tmp_path: Path,
+    characters: list[str],
+    pairs: list[list[tuple[str, str]]],
+    option: str | None,
+    expected: str,
+) -> None:
+    """metrics.json's AnyText NED equals theirs over the benchmark file: the data's set by default, the
+    command line's when given; and says which file it used."""
+    items = _text_records(tmp_path / "data", [[truth for _, truth in record] for record in pairs])
+    chosen = AnyTextDictChoice(option) if option else None
+    settings = MetricSettings(protocols=(ANYTEXT,), anytext_dict=chosen).for_data(
+        tmp_path / "data/train.jsonl"
+    )
+    evaluator = Evaluator(settings, needs_text=True)
+    evaluator.ocr = _Scripted([read for record in pairs for read, _ in record])
+    metrics = evaluate(evaluator, items, tmp_path / "out", {"ckpt": 1})
+
+    file = SHIPPED_DICTS / {"zh": "ppocr_keys_v1.txt", "en": "en_dict.txt"}[expected]
+    flat = [pair for record in pairs for pair in record]
+    accuracy, similarity = _theirs_text(flat, _their_char_dict(file))
+    (summary,) = metrics["summary"]
+    assert summary["anytext_lines"] == len(flat)
+    assert summary["anytext_sentence_accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    assert summary["anytext_normalized_edit_distance"] == pytest.approx(similarity, abs=1e-12)
+    assert abs(similarity - _theirs_text(flat, characters)[1]) > 0.02, "the recogniser's list would differ"
+    recorded = json.loads((tmp_path / "out" / METRICS_FILE).read_text())["metric_settings"][
+        "anytext_dictionary"
+    ]
+    assert recorded["dictionary"] == expected and recorded["file"] == file.name
+    assert recorded["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+    assert recorded["origin"] == ("--anytext-dict" if option else recorded["origin"])
+    assert option or recorded["origin"].startswith("the data")
 
 
 # --------------------------------------------------------------------------- AnyText: crops
@@ -436,7 +681,8 @@ def test_evaluation_reports_each_number_with_its_protocol(tmp_path: Path, charac
     pairs = [
         (read, truth) for row in rows for read, truth in zip(row["anytext_read"], row["gt_text"], strict=True)
     ]
-    accuracy, similarity = _theirs_text(pairs, characters)
+    assert metrics["metric_settings"]["anytext_dictionary"]["dictionary"] == "zh", "Chinese labels"
+    accuracy, similarity = _theirs_text(pairs, _their_char_dict(SHIPPED_DICTS / "ppocr_keys_v1.txt"))
     assert summary["anytext_lines"] == len(pairs) == 16
     assert summary["anytext_sentence_accuracy"] == pytest.approx(accuracy)
     assert summary["anytext_normalized_edit_distance"] == pytest.approx(similarity)
@@ -479,3 +725,23 @@ def test_cli_protocols_and_the_datasets_detector(tmp_path: Path) -> None:
     assert default.edges is not None and (default.edges.low, default.edges.high) == (40, 90)
     with pytest.raises(SystemExit):
         build_parser().parse_args([*base, "--protocol", "controlnet"])
+    assert default.anytext_dict is None, "by default the data picks AnyText's dictionary"
+    chosen = _metrics(build_parser().parse_args([*base, "--protocol", "anytext", "--anytext-dict", "en"]))
+    assert chosen is not None and chosen.anytext_dict == AnyTextDictChoice("en", "--anytext-dict")
+    custom = tmp_path / "keys.txt"
+    custom.write_text("a\nb\n", encoding="utf-8")
+    own = _metrics(build_parser().parse_args([*base, "--protocol", "anytext", "--anytext-dict", str(custom)]))
+    assert own is not None and own.as_dict()["anytext_dictionary"]["file"] == str(custom)
+    assert own.as_dict()["anytext_dictionary"]["characters"] == 2
+
+
+def test_cli_names_a_missing_anytext_dictionary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from inference.__main__ import main
+
+    _text_records(tmp_path / "data", [["Shift"]])
+    missing = tmp_path / "keys.txt"
+    args = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "data/train.jsonl")]
+    args += ["--out", str(tmp_path / "r"), "--device", "cpu", "--return-freed-memory"]
+    assert main([*args, "--protocol", "anytext", "--anytext-dict", str(missing)]) == 2
+    assert f"--anytext-dict {missing}: no such file; expected zh" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists(), "refused before anything was generated"
