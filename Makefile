@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install install-paddle demo skins-demo tiny-base test test-slow test-paddle lint bench clean
 
+# constraints.txt is the lock: every version installed, as tested (refresh: scripts/refresh_lock.sh).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -22,16 +23,16 @@ install: $(STAMP)
 # (the distribution paddlex checks for by name before its OCR pipeline starts; needs libGL.so.1) at the
 # version the project resolved for opencv-python-headless, so our code sees the same cv2 as in .venv
 # (paddlex pins 4.10.0.84, older than the cv2 our code is tested with; `pip check` then lists the
-# opencv-python(-headless) requirements that contrib stands in for).
+# opencv-python(-headless) requirements that contrib stands in for). Its lock is constraints-paddle.txt.
 PADDLE_VENV  ?= .venv-paddle
 PADDLE_PY    := $(PADDLE_VENV)/bin/python
 PADDLE_STAMP := $(PADDLE_VENV)/.installed
 
-$(PADDLE_STAMP): pyproject.toml constraints.txt
+$(PADDLE_STAMP): pyproject.toml constraints-paddle.txt
 	$(PYTHON) -m venv $(PADDLE_VENV)
 	$(PADDLE_PY) -m pip install --quiet --upgrade pip
-	$(PADDLE_PY) -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(PADDLE_PY) -m pip install --quiet -c constraints.txt -e ".[dev,paddle]"
+	$(PADDLE_PY) -m pip install --quiet -c constraints-paddle.txt torch==2.13.0
+	$(PADDLE_PY) -m pip install --quiet -c constraints-paddle.txt -e ".[dev,paddle]"
 	opencv=$$($(PADDLE_PY) -c "from importlib.metadata import version; print(version('opencv-python-headless'))") \
 	  && $(PADDLE_PY) -m pip uninstall --quiet -y opencv-python opencv-python-headless opencv-contrib-python \
 	  && rm -rf $(PADDLE_VENV)/lib/python3*/site-packages/cv2 \

@@ -1,5 +1,10 @@
 """Stop signals sent to a real trainer, its `accelerate launch` or `python -m train.launch`: the step is
-finished, a checkpoint written, exit 75; a second signal exits at once; a second writer is refused."""
+finished, a checkpoint written, exit 75; a second signal exits at once; a second writer is refused.
+
+The stops under `python -m train.launch` sleep `SLOW_STOP_S` between the stop decision and the checkpoint
+(`SKINFORGE_TEST_SLOW_STOP_S`): longer than any launcher's grace before SIGKILL (accelerate 1.16's
+one-process launcher: 5 s; torchrun: 30 s unless told otherwise), as a step and a checkpoint at SDXL size
+take, so a launcher that kills its trainers mid-checkpoint fails these tests."""
 
 from __future__ import annotations
 
@@ -11,18 +16,30 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import accelerate
+import psutil
 import pytest
 import torch
 from diffusers import ControlNetModel
+from packaging.version import Version
 from process_helpers import ROOT, logged_steps, start_trainer, wait_for_step
 from training_helpers import reset_accelerator, run_training
 
 from train.checkpoint_verify import checkpoint_problems
 from train.checkpointing import list_checkpoints
-from train.stop_signals import EXIT_STOPPED
+from train.stop_signals import (
+    ACCELERATE_KILLS_SINCE,
+    EXIT_STOPPED,
+    SLOW_STOP_ENV,
+    report_launcher_grace,
+)
 
 LONG_RUN = ["train.max_steps=1000", "checkpoint.every_n_steps=1000", "log.every_n_steps=1"]
 """A run that only a signal ends, logging every step."""
+SLOW_STOP_S = 8
+"""Past accelerate 1.16's 5 s: the one-process stops."""
+SLOWER_THAN_TORCHRUN_S = 35
+"""Past torchrun's default 30 s: the two-rank stop."""
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +54,13 @@ def _run_dir(overrides: list[str]) -> Path:
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return ControlNetModel.from_pretrained(folder).state_dict()
+
+
+def _signal_every_process(root: int, sig: signal.Signals) -> None:
+    """As SLURM ends a job step and as `kill` of a whole container: the process and all its descendants."""
+    processes = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    for process in processes:
+        process.send_signal(sig)
 
 
 def test_the_sbatch_job_forwards_usr1_and_requeues_after_a_checkpointed_stop(tmp_path: Path) -> None:
@@ -79,15 +103,34 @@ def test_the_sbatch_job_forwards_usr1_and_requeues_after_a_checkpointed_stop(tmp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("launcher", "sig"), [("wrapper", signal.SIGTERM), ("direct", signal.SIGINT)])
+@pytest.mark.parametrize(
+    ("launcher", "sig", "to"),
+    [
+        ("wrapper", signal.SIGTERM, "launcher"),
+        ("wrapper", signal.SIGTERM, "every process"),
+        ("direct", signal.SIGINT, "launcher"),
+    ],
+)
 def test_a_stop_signal_checkpoints_the_step_and_the_resumed_run_ends_as_a_straight_one(
-    tiny_overrides: list[str], tmp_path: Path, launcher: str, sig: signal.Signals
+    tiny_overrides: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    launcher: str,
+    sig: signal.Signals,
+    to: str,
 ) -> None:
+    """A stop that takes longer than any launcher's grace: the wrapper's trainer keeps it whether the
+    signal reaches the wrapper (`docker stop`, `kill`) or every process (SLURM's time limit)."""
+    if launcher == "wrapper":
+        monkeypatch.setenv(SLOW_STOP_ENV, str(SLOW_STOP_S))
     run = _run_dir(tiny_overrides)
     common = [*tiny_overrides, "train.max_steps=10", "checkpoint.every_n_steps=100", "log.every_n_steps=1"]
     with start_trainer(common, tmp_path / "log", launcher) as trainer:
         wait_for_step(trainer, run, 2)
-        trainer.send_signal(sig)
+        if to == "every process":
+            _signal_every_process(trainer.pid, sig)
+        else:
+            trainer.send_signal(sig)
         text = trainer.output()
     assert trainer.returncode == EXIT_STOPPED, text
     stopped_at = logged_steps(run)[-1]
@@ -97,6 +140,7 @@ def test_a_stop_signal_checkpoints_the_step_and_the_resumed_run_ends_as_a_straig
     assert [p.name for p in list_checkpoints(run)] == [f"checkpoint-{stopped_at}"]
     assert not (run / "controlnet").exists(), "an interrupted run has no final weights"
 
+    monkeypatch.delenv(SLOW_STOP_ENV, raising=False)
     run_training([*common, "train.num_threads=1", "checkpoint.resume=latest"])
     straight = tmp_path / "straight"
     run_training([*common, "train.num_threads=1", f"train.output_dir={straight}"])
@@ -106,11 +150,12 @@ def test_a_stop_signal_checkpoints_the_step_and_the_resumed_run_ends_as_a_straig
 
 
 @pytest.mark.slow
-def test_sigterm_to_plain_accelerate_launch_still_checkpoints_the_orphaned_trainer(
+def test_plain_accelerate_launch_names_its_grace_at_start_and_a_quick_stop_still_checkpoints(
     tiny_overrides: list[str], tmp_path: Path
 ) -> None:
-    """accelerate's one-process launcher dies at once on SIGTERM; its trainer is told by the kernel
-    (PR_SET_PDEATHSIG) and stops at a checkpoint instead of training on alone."""
+    """accelerate's one-process launcher cannot be made to wait: 1.16 SIGKILLs its trainer 5 s after a
+    SIGTERM, older ones exit at once and leave it alone (the kernel tells it, PR_SET_PDEATHSIG). The
+    trainer says so at start, naming the safe command; a stop quicker than that still checkpoints."""
     run = _run_dir(tiny_overrides)
     with start_trainer([*tiny_overrides, *LONG_RUN], tmp_path / "log", "accelerate") as launcher:
         wait_for_step(launcher, run, 2)
@@ -118,14 +163,40 @@ def test_sigterm_to_plain_accelerate_launch_still_checkpoints_the_orphaned_train
         launcher.output()
         end = time.monotonic() + 300
         while "Stopped on SIGTERM" not in (text := launcher.log.read_text()) and time.monotonic() < end:
-            time.sleep(0.1)  # the orphaned trainer writes on into the same file
+            time.sleep(0.1)  # an orphaned trainer writes on into the same file
+    if Version(accelerate.__version__) >= ACCELERATE_KILLS_SINCE:
+        assert f"accelerate launch {accelerate.__version__} kills this trainer 5 s after a SIGTERM" in text
+    else:
+        assert f"accelerate launch {accelerate.__version__} exits at once on a stop signal" in text
+    assert "python -m train.launch (the same arguments as accelerate launch)" in text
     stopped_at = logged_steps(run)[-1]
     assert "Stopped on SIGTERM" in text, text
     assert [p.name for p in list_checkpoints(run)] == [f"checkpoint-{stopped_at}"]
 
 
+def test_a_torchrun_worker_names_torchruns_grace_and_the_safe_command(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Plain `accelerate launch` with several processes: torchrun's 30 s by default, or what its
+    TORCH_ELASTIC_SHUTDOWN_TIMEOUT says."""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    monkeypatch.delenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", raising=False)
+    monkeypatch.delenv("SKINFORGE_EXIT_STATUS_FILE", raising=False)
+    report_launcher_grace()
+    monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "45")
+    report_launcher_grace()
+    first, second = (r.getMessage() for r in caplog.records)
+    assert first.startswith("torchrun kills the trainers 30 s after a stop signal")
+    assert second.startswith("torchrun kills the trainers 45 s after a stop signal")
+    assert "python -m train.launch (the same arguments as accelerate launch) gives them 600 s" in first
+
+
 @pytest.mark.slow
-def test_usr1_to_the_wrapper_stops_two_ranks_at_one_step(tiny_overrides: list[str], tmp_path: Path) -> None:
+def test_usr1_to_the_wrapper_stops_two_ranks_at_one_step(
+    tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchrun forwards USR1 and waits for a stop longer than its default 30 s."""
+    monkeypatch.setenv(SLOW_STOP_ENV, str(SLOWER_THAN_TORCHRUN_S))
     run = _run_dir(tiny_overrides)
     overrides = [*tiny_overrides, *LONG_RUN, f"cache.dir={run}/cache"]
     with start_trainer(overrides, tmp_path / "log", "wrapper", processes=2) as wrapper:
