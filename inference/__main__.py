@@ -22,6 +22,7 @@ from inference.anytext import AnyTextDictChoice
 from inference.batch import run_batch_inference
 from inference.dataset_edges import dataset_edge_settings
 from inference.evaluate import MetricSettings
+from inference.export import main as export_main
 from inference.metrics import EdgeSettings
 from inference.pipeline import GenerationSettings
 from inference.protocols import NATIVE, PROTOCOLS
@@ -32,6 +33,7 @@ from recognizer.ocr import OcrConfig
 logger = logging.getLogger("inference")
 
 PROG = "python -m inference"
+EXPORT_COMMAND = "export"
 _DTYPE_CHOICES = sorted(DTYPES)
 _BASE_SCHEDULER = "base"
 
@@ -165,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Generate images from trained SDXL ControlNets for a jsonl dataset, score them (edge "
-        "adherence, OCR of the labels) and write report.html. Existing images in --out are kept (resume).",
+        "adherence, OCR of the labels) and write report.html. Existing images in --out are kept (resume). "
+        f"`{PROG} {EXPORT_COMMAND} --help`: export a checkpoint for ComfyUI / A1111 / Forge and the Hub.",
     )
     _add_generation_args(parser)
     _add_speed_args(parser)
@@ -210,9 +213,12 @@ def _quiet_loading_bars() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 bad input)."""
-    args = build_parser().parse_args(argv)
+    """Run the CLI; returns the exit code (0 ok, 2 bad input). ``export`` first runs the exporter."""
+    argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv[:1] == [EXPORT_COMMAND]:
+        return export_main(argv[1:])
+    args = build_parser().parse_args(argv)
     _quiet_loading_bars()
     try:
         args.device = str(resolve_device(args.device))

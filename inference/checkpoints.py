@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,14 @@ from train.run_layout import CONFIG_FILE, CONTROLNET_DIR, EMA_DIR
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CONFIG_FILE", "CONTROLNET_DIR", "FINAL_NAME", "ControlNetSource", "resolve_checkpoint"]
+__all__ = [
+    "CONFIG_FILE",
+    "CONTROLNET_DIR",
+    "FINAL_NAME",
+    "ControlNetSource",
+    "model_field",
+    "resolve_checkpoint",
+]
 
 CONTROLNET_CLASS = "ControlNetModel"
 _STEP_RE = re.compile(r"checkpoint-(\d+)")
@@ -89,12 +97,33 @@ def _final_step(folders: list[Path]) -> int | None:
     return None
 
 
+def _settle_path(value: str, record: Path) -> str:
+    """A relative ``model.*`` path of a run recorded before they were made absolute: it was relative to
+    the folder training ran in, which the usual layout (``runs/X``) makes an ancestor of the record, so
+    the record's ancestors are tried first, then the working folder. Absolute paths and whatever is
+    found nowhere (a hub id) are returned unchanged."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return value
+    for folder in [*record.parent.parents, Path.cwd()]:
+        if (folder / path).is_dir():
+            return os.path.abspath(folder / path)
+    return value
+
+
+def model_field(config_path: Path, key: str) -> str | None:
+    """``model.<key>`` of a skinforge.yaml, a relative local path settled against it (see _settle_path)."""
+    value = _read_model_field(config_path, key)
+    return _settle_path(value, config_path) if value is not None else None
+
+
 def _find_model_field(folders: list[Path], key: str) -> str | None:
-    """The first ``model.<key>`` found in the skinforge.yaml of ``folders`` (searched in order)."""
+    """The first ``model.<key>`` found in the skinforge.yaml of ``folders`` (searched in order), with a
+    relative local path settled against the record (see _settle_path)."""
     for folder in folders:
         config = folder / CONFIG_FILE
         if config.is_file():
-            value = _read_model_field(config, key)
+            value = model_field(config, key)
             if value is not None:
                 return value
     return None

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference.checkpoints import CONTROLNET_DIR, ControlNetSource, resolve_checkpoint
+from train.config import base_problem
 
 __all__ = ["AUTO", "BASE_CONTROLNET_NAME", "owner", "resolve_sources"]
 
@@ -47,14 +48,11 @@ def _unique_names(sources: list[ControlNetSource]) -> list[ControlNetSource]:
     return renamed
 
 
-def _check_base(base: str, source: ControlNetSource) -> None:
-    """Fail before any loading when a local base path is wrong (diffusers would blame the hub)."""
-    looks_local = base.startswith((".", "/", "~")) or Path(base).expanduser().exists()
-    if looks_local and not (Path(base).expanduser() / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"base model {base} (for checkpoint {source.name}) is not a diffusers SDXL folder: "
-            "no model_index.json"
-        )
+def _check_base(base: str, where: str) -> None:
+    """Fail before any loading, in one line, when the base is neither a diffusers SDXL folder nor a hub
+    repo that can be fetched now (diffusers would blame the hub in a traceback)."""
+    if problem := base_problem(base, where, "pass the base SDXL folder with --base"):
+        raise FileNotFoundError(problem)
 
 
 def _with_base(source: ControlNetSource, base: str | None, given: str | Path) -> ControlNetSource:
@@ -63,7 +61,7 @@ def _with_base(source: ControlNetSource, base: str | None, given: str | Path) ->
         raise ValueError(
             f"checkpoint {given} has no skinforge.yaml with model.base; pass the base SDXL with --base"
         )
-    _check_base(chosen, source)
+    _check_base(chosen, "--base" if base else f"model.base of checkpoint {given}")
     return dataclasses.replace(source, base=chosen)
 
 

@@ -300,7 +300,7 @@ def _looks_like_hub_id(value: str) -> bool:
     return value.count("/") == 1 and not value.startswith((".", "/", "~")) and "\\" not in value
 
 
-def _hub_problem(repo_id: str) -> str | None:
+def _hub_problem(repo_id: str, where: str, hint: str) -> str | None:
     """Why `repo_id` cannot be loaded from the Hub now (offline, unreachable), or None. Checked before
     anything is encoded, instead of diffusers' retried HEAD requests ending in `OSError ... config.json`."""
     from huggingface_hub import constants, try_to_load_from_cache
@@ -309,8 +309,8 @@ def _hub_problem(repo_id: str) -> str | None:
         return None  # downloaded before: diffusers loads it from the cache
     if constants.HF_HUB_OFFLINE:
         return (
-            f"model.base: {repo_id} is not a local folder (none here) nor in the Hugging Face cache, and "
-            f"HF_HUB_OFFLINE is set: {LOCAL_BASE_HINT}"
+            f"{where}: {repo_id} is not a local folder (none here) nor in the Hugging Face cache, and "
+            f"HF_HUB_OFFLINE is set: {hint}"
         )
     endpoint = constants.ENDPOINT.split("://", 1)[-1].split("/", 1)[0]
     host, _, port = endpoint.partition(":")
@@ -318,27 +318,28 @@ def _hub_problem(repo_id: str) -> str | None:
         socket.create_connection((host, int(port or 443)), timeout=HUB_PROBE_TIMEOUT_S).close()
     except OSError as exc:
         return (
-            f"model.base: {repo_id} is not a local folder (none here), and the Hugging Face Hub ({endpoint}) "
-            f"cannot be reached to download it ({exc.strerror or exc}): {LOCAL_BASE_HINT}"
+            f"{where}: {repo_id} is not a local folder (none here), and the Hugging Face Hub ({endpoint}) "
+            f"cannot be reached to download it ({exc.strerror or exc}): {hint}"
         )
     return None
 
 
-def _base_problems(base: str) -> list[str]:
-    """model.base: a diffusers folder that exists, or a hub id that can be fetched now."""
+def base_problem(base: str, where: str = "model.base", hint: str = LOCAL_BASE_HINT) -> str | None:
+    """Why ``base`` cannot be loaded as an SDXL base now (a diffusers folder that exists, or a hub id
+    that can be fetched), or None. ``where`` names it and ``hint`` says how to fix it, in the caller's
+    words: the trainer's config key, or inference's ``--base``."""
     if not base:
-        return [f"model.base is required: {LOCAL_BASE_HINT}, or a hub id"]
+        return f"{where} is required: {hint}, or a hub id"
     path = Path(base).expanduser()
     if path.is_dir():
         if (path / "model_index.json").is_file():
-            return []
-        return [f"model.base: {base} is not a diffusers folder (no model_index.json): {LOCAL_BASE_HINT}"]
+            return None
+        return f"{where}: {base} is not a diffusers folder (no model_index.json): {hint}"
     if path.exists():
-        return [f"model.base: {base} is a file, not a diffusers folder: {LOCAL_BASE_HINT}"]
+        return f"{where}: {base} is a file, not a diffusers folder: {hint}"
     if not _looks_like_hub_id(base) or Path(base.split("/")[0]).is_dir():  # a path, not an org/name
-        return [f"model.base: folder {base} does not exist: {LOCAL_BASE_HINT}"]
-    problem = _hub_problem(base)
-    return [] if problem is None else [problem]
+        return f"{where}: folder {base} does not exist: {hint}"
+    return _hub_problem(base, where, hint)
 
 
 def _local_path_problems(config: SkinforgeConfig) -> list[str]:
@@ -348,7 +349,8 @@ def _local_path_problems(config: SkinforgeConfig) -> list[str]:
         looks_local = value and (value.startswith((".", "/", "~")) or Path(value).exists())
         if looks_local and not Path(value).expanduser().is_dir():
             problems.append(f"{where}: folder {value} does not exist")
-    problems.extend(_base_problems(config.model.base))
+    if problem := base_problem(config.model.base):
+        problems.append(problem)
     jsonl = config.data.train_jsonl
     if not jsonl:
         problems.append("data.train_jsonl is required")
