@@ -15,11 +15,13 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from data.captioner import resolve_device
+from data.dataset_path import dataset_jsonl, folder_problem
 from data.host_memory import keep_freed_memory
 from data.process_exit import exit_without_teardown
 from data.records import DatasetError
 from inference.anytext import AnyTextDictChoice
 from inference.batch import run_batch_inference
+from inference.checkpoints import training_resolution
 from inference.dataset_edges import dataset_edge_settings
 from inference.evaluate import MetricSettings
 from inference.export import main as export_main
@@ -47,8 +49,9 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
         help="run folder, checkpoint-N folder or diffusers ControlNet folder (several to compare)",
     )  # fmt: skip
     group.add_argument(
-        "--data", required=True, type=Path, help="fill50k-format jsonl (text + conditioning_image)"
-    )
+        "--data", required=True, type=Path,
+        help="fill50k-format jsonl (text + conditioning_image), or a dataset folder holding train.jsonl",
+    )  # fmt: skip
     group.add_argument("--out", required=True, type=Path, help="output folder")
     group.add_argument("--base", help="base SDXL folder or hub id (default: model.base from skinforge.yaml)")
     group.add_argument(
@@ -77,7 +80,11 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
         help="fraction of the steps at which the ControlNet stops acting",
     )  # fmt: skip
     group.add_argument("--negative-prompt", default=defaults.negative_prompt, help="negative prompt")
-    group.add_argument("--resolution", type=int, help="square output side (default: each condition's size)")
+    group.add_argument(
+        "--resolution", type=int,
+        help="square output side (default: the first checkpoint's training data.resolution, else each "
+        "condition's size)",
+    )  # fmt: skip
 
 
 def _add_speed_args(parser: argparse.ArgumentParser) -> None:
@@ -176,13 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _trained_resolution(checkpoints: list[str]) -> int | None:
+    """The first checkpoint's training resolution: a ControlNet trained at 128² is slow and off its
+    training distribution at a 1024² condition's own size."""
+    side = training_resolution(checkpoints[0])
+    if side is not None:
+        logger.info("resolution: %d² (data.resolution of %s; --resolution changes it)", side, checkpoints[0])
+    return side
+
+
 def _settings(args: argparse.Namespace) -> GenerationSettings:
     return GenerationSettings(
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
         controlnet_conditioning_scale=args.conditioning_scale,
         negative_prompt=args.negative_prompt,
-        resolution=args.resolution,
+        resolution=args.resolution if args.resolution is not None else _trained_resolution(args.checkpoint),
         scheduler=None if args.scheduler == _BASE_SCHEDULER else args.scheduler,
         control_guidance_start=args.control_start,
         control_guidance_end=args.control_end,
@@ -226,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"{PROG}: error: {err}\n")
         return 2
     logger.info("device: %s", args.device)
+    if problem := folder_problem(args.data):
+        sys.stderr.write(f"{PROG}: error: --data: {problem}\n")
+        return 2
+    args.data = dataset_jsonl(args.data)  # a dataset folder means its train.jsonl, as for the builders
     if args.device == "cpu" and not args.return_freed_memory:
         keep_freed_memory()
     try:

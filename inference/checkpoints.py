@@ -29,6 +29,7 @@ __all__ = [
     "ControlNetSource",
     "model_field",
     "resolve_checkpoint",
+    "training_resolution",
 ]
 
 CONTROLNET_CLASS = "ControlNetModel"
@@ -188,3 +189,16 @@ def resolve_checkpoint(path: str | Path) -> ControlNetSource:
     )
     logger.debug("resolved %s -> %s", path, source)
     return source
+
+
+def training_resolution(path: str | Path) -> int | None:
+    """``data.resolution`` of the skinforge.yaml that trained the ControlNet at ``path`` (with
+    ``data.buckets``, the side of its pixel budget), or None when none says."""
+    source = resolve_checkpoint(path)
+    for folder in (source.controlnet_dir, source.controlnet_dir.parent):
+        config = folder / CONFIG_FILE
+        if config.is_file():
+            side = _read_field(config, "data", "resolution")
+            if isinstance(side, int) and not isinstance(side, bool) and side > 0:
+                return side
+    return None
