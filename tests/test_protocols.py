@@ -735,13 +735,13 @@ def test_cli_protocols_and_the_datasets_detector(tmp_path: Path) -> None:
     assert own.as_dict()["anytext_dictionary"]["characters"] == 2
 
 
-def test_cli_names_a_missing_anytext_dictionary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from inference.__main__ import main
+def test_cli_names_a_missing_anytext_dictionary(tmp_path: Path) -> None:
+    """The CLI's metric settings refuse a dictionary file that is not there (main reports it, exit 2)."""
+    from inference.__main__ import _metrics, build_parser
 
     _text_records(tmp_path / "data", [["Shift"]])
     missing = tmp_path / "keys.txt"
     args = ["--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "data/train.jsonl")]
-    args += ["--out", str(tmp_path / "r"), "--device", "cpu", "--return-freed-memory"]
-    assert main([*args, "--protocol", "anytext", "--anytext-dict", str(missing)]) == 2
-    assert f"--anytext-dict {missing}: no such file; expected zh" in capsys.readouterr().err
-    assert not (tmp_path / "r").exists(), "refused before anything was generated"
+    args += ["--out", str(tmp_path / "r"), "--protocol", "anytext", "--anytext-dict", str(missing)]
+    with pytest.raises(FileNotFoundError, match=f"--anytext-dict {re.escape(str(missing))}: no such file"):
+        _metrics(build_parser().parse_args(args))
