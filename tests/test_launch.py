@@ -108,6 +108,11 @@ def test_processes_that_do_not_form_one_job_are_refused(tiny_overrides: list[str
     assert result.returncode != 0
     assert "did not join one distributed job" in result.stderr
     assert not (run / "controlnet").exists()
+    # plain `accelerate launch` with several processes: torchrun's grace and the safe command, at start
+    assert "torchrun kills the trainers 30 s after a stop signal" in result.stderr
+    assert "python -m train.launch (the same arguments as accelerate launch) gives them 600 s" in (
+        result.stderr
+    )
 
 
 def _gpu_launch(config: str, overrides: list[str], port: int) -> subprocess.CompletedProcess:
