@@ -59,8 +59,9 @@ def run_accelerate(argv: Sequence[str]) -> None:
     from accelerate.commands import launch as accelerate_launch
 
     accelerate_launch.simple_launcher = _exec_trainer
-    args = accelerate_launch.launch_command_parser().parse_args(list(argv))
-    accelerate_launch.launch_command(args)
+    parser = accelerate_launch.launch_command_parser()
+    parser.prog = "python -m train.launch"
+    accelerate_launch.launch_command(parser.parse_args(list(argv)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
