@@ -4,14 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-paddle demo skins-demo tiny-base test test-slow test-paddle lint bench clean
+.PHONY: install install-paddle demo skins-demo tiny-base test test-slow test-paddle lint docs bench clean
 
 # constraints.txt is the lock: every version installed, as tested (refresh: scripts/refresh_lock.sh).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,serve,ray]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,serve,ray,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -79,6 +79,12 @@ test-paddle: $(PADDLE_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict fails on a broken link or anchor. The
+# reference pages (config schema, every command's --help) are generated from the code while it builds
+# (docs/gen_reference.py, an mkdocs hook), so they cannot drift.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 bench: $(STAMP)
 	$(PY) bench/bench_train_step.py
