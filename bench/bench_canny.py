@@ -55,7 +55,7 @@ logger = logging.getLogger("bench")
 SIZE = 1024
 BARE_SAMPLE = 200  # distinct decoded images held in memory for the bare runs (~600 MB)
 STAGE_SAMPLE = 60
-TARGET = 0.6  # builder / bare 2-core ceiling, from issue 19 (issue 4 asked 0.5)
+TARGET = 0.6  # builder / bare 2-core ceiling (bench/RESULTS.md)
 JPEG_QUALITY = 95
 QUIET = 0.15  # a round counts if other processes used at most this share of the CPU meanwhile
 

@@ -1,4 +1,4 @@
-"""The OCR backends side by side on generated skins (issue 20): how well each reads the known labels.
+"""The OCR backends side by side on generated skins: how well each reads the known labels.
 
 The skins come from the project's own builders, run as a user runs them: ``python -m data skins`` and
 ``python -m data compose`` (1024² canvases, the images ``data glyph`` reads). Each backend reads each

@@ -1,4 +1,4 @@
-"""Recognizer benchmark (issue 3): the torch text recognizer and the OCR backend, on CPU by default.
+"""Recognizer benchmark: the torch text recognizer and the OCR backend, on CPU by default.
 
 Measures, each as the median of ``--repeats`` timed runs after one warm-up run:
 

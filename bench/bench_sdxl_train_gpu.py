@@ -18,7 +18,7 @@ checkpointing is not useful work, so every row at a resolution is divided by the
     python bench/bench_sdxl_train_gpu.py --resolutions 1024 512 --max-batch --json sdxl_train.json
     python bench/bench_sdxl_train_gpu.py --smoke     # the same code path on CPU with the tiny model
 
-Targets (issue 7): 1024², batch 1 fits in <= 24 GiB with the savers on; MFU >= 45 % with the savers off
+Targets (RESULTS.md): 1024², batch 1 fits in <= 24 GiB with the savers on; MFU >= 45 % with the savers off
 at the largest batch that fits in 80 GB (on a larger GPU the search is capped with `--memory-cap-gib`).
 """
 

@@ -1,4 +1,4 @@
-"""Text-loss step benchmark (issue 5): a plain step vs a `one_step` and an `unroll` text-loss step.
+"""Text-loss step benchmark: a plain step vs a `one_step` and an `unroll` text-loss step.
 
 All three run in one invocation, one after the other, in-process, on the same tiny random SDXL and the
 same generated labelled dataset (keys with an English and a Chinese label, `recognizer.synthetic`),

@@ -12,7 +12,7 @@ The table gives OCR sentence accuracy and 1 - NED per arm and seed, mean ± std,
 on the same held-out records: the target images themselves, and their VAE round trip (the most any
 ControlNet on this base can reach).
 
-    python bench/bench_text_loss_ab.py --out /tmp/text_loss_ab --seeds 0 1 2 --steps 600 --markdown
+    python bench/bench_text_loss_ab.py --out build/text_loss_ab --seeds 0 1 2 --steps 600 --markdown
 
 Runs in parallel with `--jobs` (each one thread); every run keeps its folder, so a rerun resumes.
 """

@@ -50,7 +50,7 @@ RESOLUTION, BATCH, THREADS, NUM_SAMPLES = 128, 4, 2, 64
 WARMUP_STEPS = 5
 """Steps excluded from the steady-state median: allocator warm-up, first-batch effects."""
 TARGETS = {"step_s": 0.65, "rss_mib": 0.8, "wall_s": 0.7}
-"""From the issues: ours/reference must be at most these (wall time: issue 7, 30 steps)."""
+"""The targets: ours/reference must be at most these (wall time over a 30-step run); bench/RESULTS.md."""
 QUOTED_REFERENCE = {"step_s": (0.33, 0.41), "first_step_s": (7.6, 10.6), "wall_s": (27.0, 27.0)}
 QUOTED_REFERENCE |= {"rss_mib": (705.0, 705.0)}
 """The issue's numbers for the reference on a 2-core machine; shown only when it is not measured here."""

@@ -188,7 +188,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_test_size_vae_is_the_issues_13_mb_fixture_and_encodes_8x(tmp_path: Path) -> None:
-    """`--vae-size test`: the tiny SDXL of issue 2's reference numbers (~13 MB, diffusers' test VAE widths
+    """`--vae-size test`: the tiny SDXL of the reference's quoted numbers (~13 MB, diffusers' test VAE widths
     over 4 blocks); the rest of the folder is the default build's."""
     main([str(tmp_path / "sdxl"), "--vae-size", "test"])
     assert 12.5 * 2**20 < _dir_size(tmp_path / "sdxl") < 14 * 2**20
