@@ -15,9 +15,17 @@ from PIL import Image, ImageColor
 
 from data.fill import COLOURS
 
-__all__ = ["circle_iou", "condition_disk", "fill_colours", "generated_circle"]
+__all__ = ["circle_iou", "clean_circle", "condition_disk", "fill_colours", "generated_circle", "two_colours"]
 
 _KMEANS_ITERATIONS = 10
+CLEAN_CIRCULARITY = 0.8
+"""4πA/P² of the foreground's outer contour: 1 for a perfect disk, ~0.9 for a digitised one at r ≈ 10 px,
+0.785 for a square; blobs and scattered shapes fall well below."""
+CLEAN_FLATNESS = 20.0
+"""Largest mean RGB distance of the pixels to their own cluster's colour for an image to be two flat
+colours (anti-aliased edges alone give ~3-6 at 128²; texture or noise gives 20+)."""
+CLEAN_SPECKS = 0.01
+"""Foreground outside the largest component, as a share of the image, still counted as one shape."""
 _WORDS_TO_RGB = {words: ImageColor.getrgb(key)[:3] for key, words in COLOURS.items()}
 
 
@@ -54,6 +62,12 @@ def generated_circle(image: Image.Image, prompt: str) -> np.ndarray | None:
     """
     if fill_colours(prompt) is None:
         return None
+    return two_colours(image)[0]
+
+
+def two_colours(image: Image.Image) -> tuple[np.ndarray, float]:
+    """The 2-means split of `generated_circle` (foreground mask) and the mean RGB distance of every pixel
+    to its own cluster's mean colour (0 for an image of two flat colours)."""
     pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
     flat = pixels.reshape(-1, 3)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
@@ -64,7 +78,31 @@ def generated_circle(image: Image.Image, prompt: str) -> np.ndarray | None:
         if is_foreground.all() or not is_foreground.any():
             break
         foreground, background = flat[is_foreground].mean(axis=0), flat[~is_foreground].mean(axis=0)
-    return is_foreground.reshape(pixels.shape[:2])
+    centres = np.where(is_foreground[:, None], foreground, background)
+    spread = float(np.linalg.norm(flat - centres, axis=1).mean())
+    return is_foreground.reshape(pixels.shape[:2]), spread
+
+
+def clean_circle(image: Image.Image) -> bool:
+    """One clean closed shape on a flat background: the image is two flat colours (`CLEAN_FLATNESS`),
+    its foreground one component (up to `CLEAN_SPECKS` of stray pixels) that does not touch the border,
+    and that component round (`CLEAN_CIRCULARITY`). What a fill sample should be, with or without a
+    ControlNet; colour-agnostic like `generated_circle`."""
+    mask, spread = two_colours(image)
+    if spread > CLEAN_FLATNESS or not mask.any():
+        return False
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    area = int(stats[largest, cv2.CC_STAT_AREA])
+    if mask.sum() - area > CLEAN_SPECKS * mask.size:
+        return False
+    shape = (labels == largest).astype(np.uint8)
+    if shape[0].any() or shape[-1].any() or shape[:, 0].any() or shape[:, -1].any():
+        return False
+    contours, _ = cv2.findContours(shape, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=cv2.contourArea)
+    perimeter = cv2.arcLength(contour, closed=True)
+    return perimeter > 0 and 4 * np.pi * cv2.contourArea(contour) / perimeter**2 >= CLEAN_CIRCULARITY
 
 
 def circle_iou(image: Image.Image, condition: Image.Image, prompt: str) -> float | None:

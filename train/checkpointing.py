@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +43,8 @@ class TrainerState:
     batches_into_epoch: int
     convergence: dict[str, object] | None = None
     """`ConvergenceTracker.to_json()`: validation edge scores so far and the convergence step, if any."""
+    best: dict[str, object] | None = None
+    """With `validation.select_best`: the metric, step and score of the ControlNet kept in `best/`."""
     num_processes: int | None = None
     """Ranks that wrote the checkpoint (the data position counts their batches); None before it was kept."""
 
@@ -122,15 +125,40 @@ def _space_error(output_dir: Path, needed: int) -> OSError:
     )
 
 
-def save_controlnet(controlnet: ControlNetModel, folder: Path, config_yaml: str) -> None:
-    """Diffusers-format ControlNet plus the config that made it, replacing `folder` atomically."""
+def save_controlnet(
+    controlnet: ControlNetModel,
+    folder: Path,
+    config_yaml: str,
+    json_files: Mapping[str, object] | None = None,
+) -> None:
+    """Diffusers-format ControlNet plus the config that made it (and `json_files`, name -> content),
+    replacing `folder`: the old one is renamed aside (`.NAME.old`) before the new one takes its place, so
+    a kill at any moment leaves one complete folder, under its name or aside (`recover_replaced`)."""
     tmp = folder.with_name(f".{folder.name}.tmp")
+    aside = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
     controlnet.save_pretrained(tmp, safe_serialization=True)
     atomic_write_text(tmp / CONFIG_FILE, config_yaml)
+    for name, content in (json_files or {}).items():
+        atomic_write_json(tmp / name, content)
     if folder.exists():
-        shutil.rmtree(folder)
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(folder, aside)
     os.replace(tmp, folder)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover_replaced(folder: Path) -> None:
+    """Puts back the folder `save_controlnet` had renamed aside when a kill came before the new one was
+    in place; removes a leftover aside copy otherwise."""
+    aside = folder.with_name(f".{folder.name}.old")
+    if not aside.is_dir():
+        return
+    if folder.exists():
+        shutil.rmtree(aside)
+    else:
+        logger.info("Restoring %s, left aside by an interrupted save", folder)
+        os.replace(aside, folder)
 
 
 def full_controlnet(accelerator: Accelerator, prepared: torch.nn.Module) -> ControlNetModel | None:

@@ -232,6 +232,22 @@ class ValidationConfig:
     convergence_min_gain: float = 0.2
     """The ControlNet paper's "sudden convergence": the first validation step whose tolerant edge F1 is
     this much above the step-0 baseline. Named in the log and in `trainer_state.json`."""
+    select_best: (
+        Literal[
+            "edge_f1_tolerant",
+            "edge_f1",
+            "edge_ssim",
+            "circle_iou",
+            "ocr_sentence_accuracy",
+            "ocr_normalized_edit_distance",
+            "denoising_advantage",
+        ]
+        | None
+    ) = None
+    """Keep the best validated ControlNet by this metric (`validation/<metric>`, higher is better) in
+    `RUN/best/` (diffusers format, outside checkpoint rotation; `best/selection.json` and each checkpoint's
+    `trainer_state.json` record its step and score). Inference, export and serving take it like any
+    checkpoint. None: not kept."""
 
 
 @dataclass
@@ -426,6 +442,10 @@ def validate(config: SkinforgeConfig, check_paths: bool = True) -> list[str]:
     _positive(problems, "train.max_skipped_steps", t.max_skipped_steps, allow_zero=True)
     _positive(problems, "validation.max_records", v.max_records)
     _positive(problems, "validation.edge_tolerance", v.edge_tolerance, allow_zero=True)
+    if v.select_best and not v.every_n_steps:
+        problems.append(
+            f"validation.select_best={v.select_best} needs validation: set validation.every_n_steps > 0"
+        )
     if not 0 < v.convergence_min_gain <= 1:
         problems.append(f"validation.convergence_min_gain must be in (0, 1], got {v.convergence_min_gain}")
     if len(v.prompts) != len(v.conditioning_images):

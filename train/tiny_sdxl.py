@@ -186,10 +186,11 @@ def _text_encoders(vocab: dict[str, int]) -> tuple[CLIPTextModel, CLIPTextModelW
     return text_encoder.eval(), text_encoder_2.eval()
 
 
-def _unet_config() -> dict[str, Any]:
-    """diffusers' SDXL test UNet: 2 levels, cross-attention on 2 x 32 text features, text_time embedding."""
+def _unet_config(sample_size: int = 16) -> dict[str, Any]:
+    """diffusers' SDXL test UNet: 2 levels, cross-attention on 2 x 32 text features, text_time embedding.
+    `sample_size` is the latent side of the default resolution (16: 128 px through an 8x VAE)."""
     return {
-        "sample_size": 16,  # latent side; x8 VAE -> 128 px default resolution
+        "sample_size": sample_size,
         "in_channels": 4,
         "out_channels": 4,
         "block_out_channels": (32, 64),
@@ -211,6 +212,7 @@ VAE_SIZES: dict[str, dict[str, Any]] = {
     "small": {"block_out_channels": (8, 16, 16, 16), "norm_num_groups": 4},
     "test": {"block_out_channels": (32, 64, 64, 64), "norm_num_groups": 32},
     "trained": {"block_out_channels": (16, 32, 64, 64), "norm_num_groups": 8},
+    "trained4x": {"block_out_channels": (16, 32, 64), "norm_num_groups": 8},
 }
 """Tiny VAE widths. "small" (0.08 M parameters, the default) keeps tests, the demo and the text loss's
 decode cheap. "test" (1.25 M) is diffusers' SDXL test VAE (32, 64) widened to 4 blocks: with it the folder
@@ -218,16 +220,24 @@ is ~13 MB and its encoder ~30 % of a reference training step, the tiny SDXL issu
 were measured on (bench/bench_train_step.py uses it). At SDXL size the VAE encoder (fp32 in diffusers'
 script) is a large share of a step too; the small VAE would make re-encoding look almost free. "trained"
 (0.98 M) is the VAE of the trained base (`train.tiny_base`): wider at its deeper levels, to reconstruct
-keyboard skins at 128²."""
+keyboard skins at 128². "trained4x" (0.5 M) has 3 blocks, so it downsamples 4x, not 8x: the demo's circles
+base (`train.tiny_base --recipe circles`), where a 2 px outline at 128² must land on a 32² latent grid
+to be drawn where it is; diffusers' pipelines read the factor from the VAE config."""
+
+
+def vae_downscale(size: str) -> int:
+    """How many pixels one latent covers per side: 2^(blocks - 1), as diffusers' pipelines compute it."""
+    return 2 ** (len(VAE_SIZES[size]["block_out_channels"]) - 1)
 
 
 def _vae(size: str) -> AutoencoderKL:
-    """4 blocks so the VAE downsamples 8x like SDXL's (ControlNet's conditioning embedder assumes 8x)."""
+    """4 blocks (8x, like SDXL's VAE) or 3 (4x); `VAE_SIZES[size]` decides."""
+    blocks = len(VAE_SIZES[size]["block_out_channels"])
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
         layers_per_block=1,
         latent_channels=4,
         **VAE_SIZES[size],
@@ -260,11 +270,12 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def tiny_pipeline(seed: int, vae_size: str) -> StableDiffusionXLPipeline:
-    """The random tiny SDXL in memory; identical weights for the same seed and VAE size."""
+def tiny_pipeline(seed: int, vae_size: str, resolution: int = 128) -> StableDiffusionXLPipeline:
+    """The random tiny SDXL in memory; identical weights for the same seed and VAE size. `resolution`
+    (pixels) sets the UNet's `sample_size`, which pipelines take as their default size."""
     vocab, merges = _vocab_and_merges()
     with _seeded(seed):
-        unet = UNet2DConditionModel(**_unet_config()).eval()
+        unet = UNet2DConditionModel(**_unet_config(resolution // vae_downscale(vae_size))).eval()
     with _seeded(seed + 1):
         vae = _vae(vae_size)
     with _seeded(seed + 2):

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from data.atomic import atomic_write_text
 from data.host_memory import keep_freed_memory
 from data.records import read_records
+from train.best_checkpoint import BestCheckpointKeeper, BestRecord
 from train.buckets import BucketBatchSampler, bucket_sizes
 from train.checkpoint_verify import CheckpointError
 from train.checkpointing import (
@@ -125,6 +126,7 @@ class ControlNetTrainer:
         self._setup_trackers()
         self.validator = self._make_validator()
         self._resume()
+        self.best = self._make_best_keeper()
         self.config_yaml = cfg.to_yaml()  # after the resume: what the run really uses
         if self.accelerator.is_main_process:
             atomic_write_text(self.output_dir / CONFIG_FILE, self.config_yaml)
@@ -349,6 +351,15 @@ class ControlNetTrainer:
             )
         return folder
 
+    def _make_best_keeper(self) -> BestCheckpointKeeper | None:
+        """With `validation.select_best`, on the main process: the keeper of `best/`, continuing the
+        resumed checkpoint's record (the folder on disk wins where they differ)."""
+        metric = self.config.validation.select_best
+        if metric is None or self.validator is None or not self.accelerator.is_main_process:
+            return None
+        record = BestRecord(**self.state.best) if self.state.best else None
+        return BestCheckpointKeeper(metric, self.output_dir, record)
+
     def _resume(self) -> None:
         folder = self.resume_from
         if folder is None:
@@ -508,6 +519,9 @@ class ControlNetTrainer:
             if CONVERGENCE_METRIC in scores and self.convergence.update(step, scores[CONVERGENCE_METRIC]):
                 scores["validation/converged_at_step"] = float(step)
             self.state.convergence = self.convergence.to_json()
+            if self.best is not None:
+                self.best.consider(step, scores, controlnet, self.config_yaml)
+                self.state.best = self.best.to_json()
             if scores:
                 self.accelerator.log(scores, step=step)
                 self.metrics.write(step, scores)
@@ -570,6 +584,14 @@ class ControlNetTrainer:
             for name, model in models.items():
                 save_controlnet(model, self.output_dir / name, self.config_yaml)
             self._log_convergence()
+            if self.best is not None and (record := self.best.record) is not None:
+                logger.info(
+                    "Best validated ControlNet by %s: step %d (%.4f), in %s",
+                    record.metric,
+                    record.step,
+                    record.score,
+                    self.best.folder,
+                )
             data = self.config.validation.jsonl or self.config.data.train_jsonl
             logger.info(
                 "%s", finished_message(final, self.state.step, self.last_logged, self.output_dir, data)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from data.process_exit import exit_without_teardown
-from train.tiny_base.build import QUICK_RECIPE, BaseRecipe, build_trained_base
+from train.tiny_base.build import QUICK_RECIPE, RECIPES, build_trained_base
 
 logger = logging.getLogger("train.tiny_base")
 
@@ -22,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         "skins. Deterministic for a seed, torch version and thread count.",
     )
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="folder for the pipeline (diffusers)")
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="keyboard",
+        help="keyboard: fills and skins, 8x VAE (assets/tiny-sdxl-trained); circles: fills only, 4x VAE "
+        "(assets/tiny-sdxl-circles, the demo's base). Default keyboard",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, data and training (default 0)")
     parser.add_argument("--work-dir", type=Path, help="corpus and cache folder (default OUT_DIR.work)")
     parser.add_argument("--overwrite", action="store_true", help="retrain even if OUT_DIR is complete")
@@ -29,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    recipe = dataclasses.replace(QUICK_RECIPE if args.quick else BaseRecipe(), seed=args.seed)
+    recipe = RECIPES[args.recipe]
+    if args.quick:
+        recipe = dataclasses.replace(QUICK_RECIPE, vae_size=recipe.vae_size)
+    recipe = dataclasses.replace(recipe, seed=args.seed)
     out = build_trained_base(args.out_dir, recipe, args.work_dir, overwrite=args.overwrite)
     logger.info("Trained tiny SDXL base at %s (see pretraining.json and samples.png there)", out)
     return 0

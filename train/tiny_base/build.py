@@ -72,6 +72,21 @@ class BaseRecipe:
     unet: UnetRecipe = field(default_factory=UnetRecipe)
 
 
+CIRCLES_RECIPE = BaseRecipe(
+    vae_size="trained4x",
+    corpus=CorpusRecipe(fill=4096, skins=0, heldout_fill=64, heldout_skins=0),
+    vae=VaeRecipe(steps=800, decoder_steps=800),
+    unet=UnetRecipe(steps=4000),
+)
+"""The demo's base (`assets/tiny-sdxl-circles`): fill circles only, through a 4x VAE (32² latents at
+128²), so a 2 px outline is half a latent pixel wide instead of a quarter and a circle of radius 12-48 px
+spans 6-24 latents: the UNet, and a ControlNet on it, draw shapes on a grid fine enough to be circles.
+Twice the steps of the keyboard base's UNet, on one kind of picture."""
+
+RECIPES = {"keyboard": BaseRecipe(), "circles": CIRCLES_RECIPE}
+"""`python -m train.tiny_base --recipe NAME`: "keyboard" is `assets/tiny-sdxl-trained` (fills and skins,
+8x VAE; the text-loss work's base), "circles" is `assets/tiny-sdxl-circles` (the demo's)."""
+
 QUICK_RECIPE = BaseRecipe(
     corpus=CorpusRecipe(fill=16, skins=4, heldout_fill=4, heldout_skins=2),
     vae=VaeRecipe(steps=3, batch_size=2, decoder_steps=2),
@@ -149,7 +164,7 @@ def train_base(out: Path, recipe: BaseRecipe, work: Path) -> dict[str, object]:
     """Runs every stage and saves the pipeline into `out`; returns the report."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    pipe = tiny_pipeline(recipe.seed, recipe.vae_size)
+    pipe = tiny_pipeline(recipe.seed, recipe.vae_size, recipe.corpus.resolution)
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, **_schedule(recipe))
     # The UNet learns the empty prompt as the trainer's prompt dropout encodes it (""), so classifier-free
     # guidance must use that, not SDXL's zeroed embeddings (unseen in training: guided samples turn to noise).
@@ -173,7 +188,8 @@ def train_base(out: Path, recipe: BaseRecipe, work: Path) -> dict[str, object]:
     timings["unet_s"] = time.perf_counter() - unet_start
 
     pipe.save_pretrained(out, safe_serialization=True)
-    grid, sample_scores = sample_grid(pipe, SAMPLE_PROMPTS, seeds=(0, 1, 2, 3))
+    prompts = SAMPLE_PROMPTS if recipe.corpus.skins else SAMPLE_PROMPTS[:-1]
+    grid, sample_scores = sample_grid(pipe, prompts, seeds=(0, 1, 2, 3))
     atomic_save_image(grid, out / SAMPLES_FILE)
     reused_vae_s = timings["vae_s"] if vae_stage.get("reused") else 0.0
     timings["total_s"] = time.perf_counter() - start + reused_vae_s  # as if the VAE had been trained now

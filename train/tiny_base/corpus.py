@@ -79,10 +79,12 @@ def _rebased(jsonl: Path, root: Path) -> list[Record]:
 def build_corpus(root: Path, recipe: CorpusRecipe, seed: int) -> Corpus:
     """Builds (or resumes: every builder keeps finished files) the training and held-out sets in `root`."""
     res = recipe.resolution
-    train = _fill(root / "fill", recipe.fill, res, seed) + _skins(root / "skins", recipe.skins, res, seed)
-    heldout = _fill(root / "heldout_fill", recipe.heldout_fill, res, seed + 1) + _skins(
-        root / "heldout_skins", recipe.heldout_skins, res, seed + 1
-    )
+    train = _fill(root / "fill", recipe.fill, res, seed)
+    heldout = _fill(root / "heldout_fill", recipe.heldout_fill, res, seed + 1)
+    if recipe.skins:
+        train += _skins(root / "skins", recipe.skins, res, seed)
+    if recipe.heldout_skins:
+        heldout += _skins(root / "heldout_skins", recipe.heldout_skins, res, seed + 1)
     corpus = Corpus(root / "train.jsonl", root / "heldout.jsonl")
     write_records(corpus.train_jsonl, train)
     write_records(corpus.heldout_jsonl, heldout)

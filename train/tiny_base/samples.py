@@ -14,7 +14,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from PIL import Image
 
-from inference.fill_metrics import fill_colours
+from inference.fill_metrics import clean_circle, fill_colours
 from inference.grid import make_grid
 
 COLOUR_TOLERANCE = 60.0
@@ -31,8 +31,9 @@ def colour_coverage(image: Image.Image, colours: Sequence[tuple[int, int, int]])
 def sample_grid(
     pipe: StableDiffusionXLPipeline, prompts: Sequence[str], seeds: Sequence[int], steps: int = 20
 ) -> tuple[Image.Image, dict[str, float]]:
-    """One row per prompt, one column per seed; and the mean fill colour coverage over fill prompts."""
-    rows, coverage = [], []
+    """One row per prompt, one column per seed; the mean fill colour coverage over fill prompts, and the
+    share of their samples that are one clean circle on a flat background (`clean_circle`)."""
+    rows, coverage, clean = [], [], []
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     for prompt in prompts:
         images = pipe(
@@ -46,5 +47,9 @@ def sample_grid(
         rows.append(images)
         if colours := fill_colours(prompt):
             coverage += [colour_coverage(image, colours) for image in images]
+            clean += [clean_circle(image) for image in images]
     grid = make_grid(rows, [f"seed {s}" for s in seeds])
-    return grid, {"fill_colour_coverage": float(np.mean(coverage)) if coverage else float("nan")}
+    return grid, {
+        "fill_colour_coverage": float(np.mean(coverage)) if coverage else float("nan"),
+        "fill_clean_circle_fraction": float(np.mean(clean)) if clean else float("nan"),
+    }

@@ -2,7 +2,8 @@
 
 Loss: L1 + MSE of the reconstruction, an L1 on image gradients (keeps the circles' and keys' edges
 sharp, which Canny-based adherence needs), a small KL term as in Stable Diffusion's VAE, and a latent
-prior: the posterior mean's first three channels are pulled towards the 8x average-pooled RGB image.
+prior: the posterior mean's first three channels are pulled towards the RGB image average-pooled to
+the latent grid.
 SD's latents are image-like on their own after long training; asking for it directly gives the encoder
 a signal from the first step and makes a from-scratch VAE usable after minutes on a CPU instead of
 hours. It trains on random crops: a fully convolutional VAE learns the same from a crop at a fraction
@@ -30,8 +31,6 @@ from skimage.metrics import structural_similarity
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
-
-LATENT_DOWNSCALE = 8
 
 
 @dataclass(frozen=True)
@@ -78,6 +77,10 @@ def pixel_losses(output: torch.Tensor, batch: torch.Tensor) -> dict[str, torch.T
     }
 
 
+def _downscale(vae: AutoencoderKL) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def reconstruction_loss(
     vae: AutoencoderKL, batch: torch.Tensor, recipe: VaeRecipe
 ) -> dict[str, torch.Tensor]:
@@ -85,7 +88,7 @@ def reconstruction_loss(
     posterior = vae.encode(batch).latent_dist
     losses = pixel_losses(vae.decode(posterior.sample()).sample, batch) | {
         "kl": posterior.kl().mean() / batch[0].numel(),
-        "latent_prior": F.mse_loss(posterior.mean[:, :3], F.avg_pool2d(batch, LATENT_DOWNSCALE)),
+        "latent_prior": F.mse_loss(posterior.mean[:, :3], F.avg_pool2d(batch, _downscale(vae))),
     }
     losses["total"] = (
         losses["l1"]
