@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_canny import CpuMeter, _median_ms, ensure_images  # noqa: E402
 
-from data.atomic import atomic_write  # noqa: E402
+from common.atomic import atomic_write  # noqa: E402
 from data.canny import CannySettings, canny_builder, canny_edges  # noqa: E402
 from data.compose_builder import build_compose  # noqa: E402
 from data.glyph import GlyphSettings, glyph_builder  # noqa: E402

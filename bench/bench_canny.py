@@ -42,7 +42,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from data.atomic import atomic_write  # noqa: E402
+from common.atomic import atomic_write  # noqa: E402
 from data.canny import CannySettings, canny_builder, canny_edges  # noqa: E402
 from data.host_memory import keep_freed_memory  # noqa: E402
 from data.image_io import encode_png, link_or_copy, read_image  # noqa: E402

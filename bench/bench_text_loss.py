@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from accelerate.state import AcceleratorState
 
-from data.atomic import atomic_save_image
+from common.atomic import atomic_save_image
 from data.records import Record, write_records
 from recognizer.synthetic import KEY_LABELS, render_keyboard
 from train.config import load_config

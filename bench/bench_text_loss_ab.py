@@ -38,7 +38,7 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
-from data.atomic import atomic_save_image
+from common.atomic import atomic_save_image
 from data.glyph_render import render_glyphs
 from data.records import Record, read_records, resolve_path, write_records
 from inference.metrics import TextScores, text_scores

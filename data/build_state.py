@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from data.atomic import atomic_write, atomic_write_json
+from common.atomic import atomic_write, atomic_write_json
 from data.records import Record, resolve_path
 
 logger = logging.getLogger(__name__)

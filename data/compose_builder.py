@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from data.atomic import atomic_write_json
+from common.atomic import atomic_write_json
 from data.builder_cli import add_allow_failures, exit_status, positive_int
 from data.compose import ElementError, compose_skin, find_element
 from data.engine_cli import add_engine_args, engine_options

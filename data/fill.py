@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw
 
-from data.atomic import atomic_save_image
+from common.atomic import atomic_save_image
 from data.build_state import params_path
 from data.records import Record
 from data.runner import Built, Item, run_builder

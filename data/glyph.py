@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from data.atomic import atomic_write_json
+from common.atomic import atomic_write_json
 from data.builder_cli import add_builder_args, build_from_args, exit_status
 from data.fonts import resolve_font_path
 from data.glyph_render import render_glyphs

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data.atomic import atomic_write
+from common.atomic import atomic_write
 from data.png_fast import PNG_SIGNATURE, decode_png
 from data.runner import BadInput
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL import Image
 
-from data.atomic import atomic_write
+from common.atomic import atomic_write
 from data.compose import find_element, placement
 from data.layout import LayoutSpec
 

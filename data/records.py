@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data.atomic import atomic_write
+from common.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 

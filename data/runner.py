@@ -5,7 +5,7 @@ A *builder* is a plain, picklable module-level function over one input item::
     def builder(item: Item, out: Path, settings: S) -> Built
 
 It reads ``item.record`` (paths absolute) or ``item.source``, writes its output files under ``out``
-(atomically: :mod:`data.atomic`, :func:`data.image_io.write_png`), and returns ``Built(record)``
+(atomically: :mod:`common.atomic`, :func:`data.image_io.write_png`), and returns ``Built(record)``
 whose paths are relative to ``out``. A bad input raises :class:`BadInput` (reason, optional path);
 an item with nothing to do raises :class:`SkipItem`. Nothing else about the run leaks into the
 builder, so the same function also runs on a Ray cluster (``engine=``, :mod:`data.ray_engine`).
@@ -54,7 +54,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from data.atomic import atomic_write
+from common.atomic import atomic_write
 from data.build_state import Journal, JournalEntry, prepare_out_dir
 from data.progress import progress_bar
 from data.records import Record, write_records

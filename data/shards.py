@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from data.atomic import atomic_write, atomic_write_json
+from common.atomic import atomic_write, atomic_write_json
 from data.build_state import Journal, JournalEntry, journal_path
 from data.records import Record, write_records
 from data.runner import Failure, Item, Outcome, write_failures

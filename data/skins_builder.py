@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from data.atomic import atomic_save_image, atomic_write_json
+from common.atomic import atomic_save_image, atomic_write_json
 from data.builder_cli import non_negative_int, positive_int
 from data.engine_cli import add_engine_args, engine_options
 from data.fonts import resolve_font_path

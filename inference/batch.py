@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from data.atomic import atomic_save_image, atomic_write_json, remove_stale_temp_files
+from common.atomic import atomic_save_image, atomic_write_json, remove_stale_temp_files
 from data.progress import progress_bar
 from inference.checkpoints import ControlNetSource
 from inference.evaluate import Evaluator, MetricSettings, evaluate

@@ -26,7 +26,7 @@ from typing import Any
 
 from PIL import Image
 
-from data.atomic import atomic_write, atomic_write_json
+from common.atomic import atomic_write, atomic_write_json
 from data.progress import progress_bar
 from data.records import read_records
 from inference import controlnetpp

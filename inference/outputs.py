@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data.atomic import atomic_save_image
+from common.atomic import atomic_save_image
 from inference.checkpoints import ControlNetSource
 from inference.evaluate import REFERENCE, ScoredImage
 from inference.grid import make_grid

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from data.atomic import atomic_write_json
+from common.atomic import atomic_write_json
 from inference.checkpoints import ControlNetSource
 from inference.settings import GenerationSettings
 

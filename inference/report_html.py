@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from data.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from inference.checkpoints import FINAL_NAME
 from inference.evaluate import REFERENCE
 from inference.plot import line_chart

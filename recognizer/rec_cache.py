@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from data.atomic import atomic_write, atomic_write_text
+from common.atomic import atomic_write, atomic_write_text
 from recognizer.onnx_import import import_rec_onnx
 
 __all__ = ["FORMAT", "ConvertedWeights", "default_cache_dir", "load_or_convert"]

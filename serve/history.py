@@ -23,7 +23,7 @@ from typing import Any
 
 from PIL import Image
 
-from data.atomic import atomic_write
+from common.atomic import atomic_write
 from serve.images import png_bytes
 
 logger = logging.getLogger(__name__)

@@ -63,7 +63,7 @@ def bucket_jsonl(fill_jsonl: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     With data.resolution=64, bucket_step=16 they fall into the buckets 48x80, 80x48 and 64x64."""
     from PIL import Image
 
-    from data.atomic import atomic_save_image
+    from common.atomic import atomic_save_image
     from data.records import Record, read_records, resolve_path, write_records
 
     root = tmp_path_factory.mktemp("datasets") / "buckets"
@@ -98,7 +98,7 @@ def tiny_overrides(tiny_sdxl_dir: Path, fill_jsonl: Path, tmp_path: Path) -> lis
 @pytest.fixture(scope="session")
 def text_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Eight 128x128 keyboard-like records: six with label boxes and gt_text, the last two without."""
-    from data.atomic import atomic_save_image
+    from common.atomic import atomic_save_image
     from data.records import Record, write_records
     from recognizer.synthetic import KEY_LABELS, render_keyboard
 

@@ -30,8 +30,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from torchmetrics.classification import BinaryF1Score
 from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
 
+from common.atomic import atomic_save_image
 from data.__main__ import main as data_main
-from data.atomic import atomic_save_image
 from data.fill import fill_record
 from data.records import Record, write_records
 from data.skins import generate_skin

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from data.atomic import atomic_save_image, atomic_write, atomic_write_json, atomic_write_text
+from common.atomic import atomic_save_image, atomic_write, atomic_write_json, atomic_write_text
 from data.records import DatasetError, Record, RecordProblem, read_records, resolve_path, write_records
 
 BOX = [[[1, 2], [30.5, 2], [30.5, 12], [1, 12]], [[0, 0], [4, 0], [4, 4], [0, 4.25]]]

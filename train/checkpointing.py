@@ -24,7 +24,7 @@ from accelerate.utils import DistributedType
 from diffusers import ControlNetModel
 from safetensors import SafetensorError
 
-from data.atomic import atomic_write_json, atomic_write_text, remove_stale_temp_files
+from common.atomic import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from train.checkpoint_verify import CheckpointError, checkpoint_problems
 from train.run_layout import CONFIG_FILE, STATE_FILE
 

@@ -30,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from data.atomic import atomic_write_json
+from common.atomic import atomic_write_json
 from data.records import Record, resolve_path
 from train.buckets import Size, bucket_sizes, nearest_bucket
 from train.config import DataConfig, ModelConfig

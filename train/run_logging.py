@@ -10,7 +10,7 @@ from typing import TextIO
 import diffusers
 import transformers
 
-from data.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [rank %(rank)s] %(name)s: %(message)s"
 

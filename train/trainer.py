@@ -16,7 +16,7 @@ from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from data.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from data.host_memory import keep_freed_memory
 from data.records import read_records
 from train.best_checkpoint import BestCheckpointKeeper, BestRecord

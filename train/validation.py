@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from diffusers import ControlNetModel, UNet2DConditionModel
 from PIL import Image
 
-from data.atomic import atomic_save_image
+from common.atomic import atomic_save_image
 from data.records import read_records, resolve_path
 from inference.dataset_edges import dataset_edge_settings
 from inference.denoising_advantage import HeldOut, denoising_advantage

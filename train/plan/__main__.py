@@ -118,7 +118,7 @@ def _write_json(path: str | None, plans: list[Plan]) -> None:
         return
     from pathlib import Path
 
-    from data.atomic import atomic_write_text
+    from common.atomic import atomic_write_text
 
     rows = [
         {

@@ -22,7 +22,7 @@ import torch
 from accelerate import Accelerator
 from diffusers import AutoencoderKL, DDPMScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
 
-from data.atomic import atomic_save_image, atomic_write_json
+from common.atomic import atomic_save_image, atomic_write_json
 from data.records import read_records
 from train.config import DataConfig, ModelConfig
 from train.encoded_cache import CacheSpec, EncodedCache, Encoders, build_encoded_cache
