@@ -43,8 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from common.atomic import atomic_write  # noqa: E402
+from common.host_memory import keep_freed_memory  # noqa: E402
 from data.canny import CannySettings, canny_builder, canny_edges  # noqa: E402
-from data.host_memory import keep_freed_memory  # noqa: E402
 from data.image_io import encode_png, link_or_copy, read_image  # noqa: E402
 from data.inputs import items_from_folder  # noqa: E402
 from data.runner import run_builder  # noqa: E402

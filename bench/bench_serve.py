@@ -45,7 +45,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from data.host_memory import keep_freed_memory  # noqa: E402
+from common.host_memory import keep_freed_memory  # noqa: E402
 
 logger = logging.getLogger("bench_serve")
 

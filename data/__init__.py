@@ -1,5 +1,5 @@
 """Dataset records, builders and validation for fill50k-format ControlNet datasets."""
 
-from data.quiet_warnings import silence_known_warnings
+from common.quiet_warnings import silence_known_warnings
 
 silence_known_warnings()

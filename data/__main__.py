@@ -21,11 +21,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.process_exit import exit_without_teardown
 from data import canny, caption, compose_builder, glyph, resize, skins_builder
 from data.builder_cli import non_negative_int as _non_negative_int
 from data.builder_cli import positive_int as _positive_int
 from data.engine_cli import add_engine_args, engine_options
-from data.process_exit import exit_without_teardown
 from data.records import format_problems
 
 logger = logging.getLogger("data")

@@ -23,8 +23,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from common.progress import progress_bar
 from data.build_state import Journal, prepare_out_dir
-from data.progress import progress_bar
 from data.records import Record, write_records
 from data.runner import (
     BuildFailed,

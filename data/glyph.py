@@ -39,8 +39,8 @@ import numpy as np
 from PIL import Image
 
 from common.atomic import atomic_write_json
+from common.fonts import resolve_font_path
 from data.builder_cli import add_builder_args, build_from_args, exit_status
-from data.fonts import resolve_font_path
 from data.glyph_render import render_glyphs
 from data.image_io import DEFAULT_PNG_COMPRESSION, Decoded, place_image, read_image, write_png
 from data.inputs import input_record, input_root

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data.fonts import load_font
+from common.fonts import load_font
 
 __all__ = ["GLYPH_COLOUR", "render_glyphs", "render_line_mask"]
 

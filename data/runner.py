@@ -55,8 +55,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from common.atomic import atomic_write
+from common.progress import progress_bar
 from data.build_state import Journal, JournalEntry, prepare_out_dir
-from data.progress import progress_bar
 from data.records import Record, write_records
 from data.worker_setup import init_worker
 

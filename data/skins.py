@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from PIL.ImageFont import FreeTypeFont
 
-from data.fonts import load_font
+from common.fonts import load_font
 from data.skin_style import RGB, SkinStyle, draw_style
 
 __all__ = ["ELEMENTS", "ELEMENT_SIZES", "DrawnLabel", "Skin", "generate_skin"]

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.atomic import atomic_save_image, atomic_write_json
+from common.fonts import resolve_font_path
+from common.progress import progress_bar
 from data.builder_cli import non_negative_int, positive_int
 from data.engine_cli import add_engine_args, engine_options
-from data.fonts import resolve_font_path
-from data.progress import progress_bar
 from data.skins import generate_skin
 
 if TYPE_CHECKING:

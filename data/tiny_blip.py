@@ -29,7 +29,7 @@ from transformers import (
     BlipProcessor,
 )
 
-from data.process_exit import exit_without_teardown
+from common.process_exit import exit_without_teardown
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from data.progress import progress_bar
+from common.progress import progress_bar
 from data.records import Record, RecordProblem, resolve_path, scan_records, write_records
 
 logger = logging.getLogger(__name__)

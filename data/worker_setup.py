@@ -3,7 +3,7 @@
 The local engine runs one process per core, and the Ray engine gives each task or actor its CPUs, so
 OpenCV's and OCR's own thread pools get that budget (one thread by default) instead of oversubscribing.
 And glibc would hand each image's freed multi-megabyte buffers back to the OS and page-fault fresh ones
-in for the next image (see :mod:`data.host_memory`); workers are short-lived, so the retained memory
+in for the next image (see :mod:`common.host_memory`); workers are short-lived, so the retained memory
 goes with them.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import cv2
 
-from data.host_memory import keep_freed_memory
+from common.host_memory import keep_freed_memory
 
 __all__ = ["init_worker", "worker_threads"]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
+from common.host_memory import keep_freed_memory
+from common.process_exit import exit_without_teardown
 from data.captioner import resolve_device
 from data.dataset_path import dataset_jsonl, folder_problem
-from data.host_memory import keep_freed_memory
-from data.process_exit import exit_without_teardown
 from data.records import DatasetError
 from inference.anytext import AnyTextDictChoice
 from inference.batch import run_batch_inference

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from common.atomic import atomic_save_image, atomic_write_json, remove_stale_temp_files
-from data.progress import progress_bar
+from common.progress import progress_bar
 from inference.checkpoints import ControlNetSource
 from inference.evaluate import Evaluator, MetricSettings, evaluate
 from inference.outputs import checkpoint_entry, plot_steps, record_rows, scored_images, write_grid

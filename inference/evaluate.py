@@ -27,7 +27,7 @@ from typing import Any
 from PIL import Image
 
 from common.atomic import atomic_write, atomic_write_json
-from data.progress import progress_bar
+from common.progress import progress_bar
 from data.records import read_records
 from inference import controlnetpp
 from inference.anytext import AnyTextDictChoice, AnyTextDictionary, choose_benchmark_dictionary, read_anytext

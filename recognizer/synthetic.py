@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data.fonts import load_font
+from common.fonts import load_font
 
 __all__ = ["KEY_LABELS", "LabelledImage", "render_keyboard"]
 

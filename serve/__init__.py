@@ -14,6 +14,6 @@ one job each:
 * ``playground``, ``history``: the Gradio UI at /ui and its autosave; ``testing``: a server in a thread.
 """
 
-from data.quiet_warnings import silence_known_warnings
+from common.quiet_warnings import silence_known_warnings
 
 silence_known_warnings()

@@ -16,7 +16,7 @@ import uvicorn
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
-from data.host_memory import keep_freed_memory
+from common.host_memory import keep_freed_memory
 from inference.settings import DTYPES, speed_from_args
 from serve.config import Limits, ServeConfig
 

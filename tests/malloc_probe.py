@@ -1,5 +1,5 @@
 """Run by tests/test_host_memory.py in a fresh process: page faults of a training-step-like allocation
-pattern, after `data.host_memory.keep_freed_memory()`, a trainer's `setup()` or a `python -m inference`
+pattern, after `common.host_memory.keep_freed_memory()`, a trainer's `setup()` or a `python -m inference`
 run (its `main`), or after none of them.
 
 The pattern is what a CPU step does to glibc: many multi-megabyte buffers live together, then all are
@@ -35,7 +35,7 @@ def faults_per_round() -> float:
 def main() -> None:
     mode, *rest = sys.argv[1:]
     if mode == "keep":
-        from data.host_memory import keep_freed_memory
+        from common.host_memory import keep_freed_memory
 
         if not keep_freed_memory():
             raise SystemExit("keep_freed_memory() was refused")

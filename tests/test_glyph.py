@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from common.fonts import load_font
 from data.__main__ import main
 from data.compose_builder import build_compose
-from data.fonts import load_font
 from data.glyph import GlyphSettings, glyph_builder, keep_lines
 from data.glyph_render import render_glyphs
 from data.inputs import load_items

@@ -1,4 +1,4 @@
-"""glibc keeps a CPU step's freed buffers (`data.host_memory`); the trainer and `python -m inference` turn
+"""glibc keeps a CPU step's freed buffers (`common.host_memory`); the trainer and `python -m inference` turn
 that on for CPU runs.
 
 Each case runs `tests/malloc_probe.py` in a fresh process: malloc settings are process-wide, and the

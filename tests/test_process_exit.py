@@ -11,7 +11,7 @@ ROOT = Path(__file__).parent.parent
 SCRIPT = """
 import atexit, logging, sys
 from pathlib import Path
-from data.process_exit import exit_without_teardown
+from common.process_exit import exit_without_teardown
 
 out = Path(sys.argv[1])
 atexit.register(lambda: (out / "atexit.txt").write_text("ran"))

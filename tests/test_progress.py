@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from data.progress import progress_bar
+from common.progress import progress_bar
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from data.quiet_warnings import TORCHVISION_FALLBACK
+from common.quiet_warnings import TORCHVISION_FALLBACK
 from train.loader_workers import usable_cores, usable_workers
 
 REPO = Path(__file__).resolve().parents[1]

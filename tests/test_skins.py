@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.fonts import FontNotFoundError, default_cjk_font_path, load_font, resolve_font_path
+from common.fonts import FontNotFoundError, default_cjk_font_path, load_font, resolve_font_path
 from data.records import read_records
 from data.skin_style import MIN_LABEL_CONTRAST, contrast_ratio, draw_style
 from data.skins import ELEMENT_SIZES, ELEMENTS, generate_skin

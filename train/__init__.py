@@ -1,5 +1,5 @@
 """SDXL ControlNet trainer: typed config, models, data pipeline, loop and checkpoints."""
 
-from data.quiet_warnings import silence_known_warnings
+from common.quiet_warnings import silence_known_warnings
 
 silence_known_warnings()

@@ -133,7 +133,7 @@ class TrainConfig:
     """CPU runs: glibc keeps freed activation buffers in the heap instead of returning them to the OS
     and page-faulting them back in at every step (tiny SDXL, 128², batch 4: ~2,000-3,000 faults and
     6-8 ms of kernel CPU time per step). No effect on GPU runs (activations live in torch's CUDA
-    allocator) or off glibc; see `data.host_memory`."""
+    allocator) or off glibc; see `common.host_memory`."""
     compile: bool = False
     """`torch.compile` the ControlNet and the UNet: faster steps after a one-time compilation that takes
     minutes (on CPU ~2.5 min for the tiny model), so it pays off only on long runs."""

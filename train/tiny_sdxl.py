@@ -33,7 +33,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from data.process_exit import exit_without_teardown
+from common.process_exit import exit_without_teardown
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from data.process_exit import exit_without_teardown
+from common.process_exit import exit_without_teardown
 from data.records import DatasetError
 from train.cli_flags import config_from_args, flag_problems
 from train.config import KEY_HINTS

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from common.atomic import atomic_write_text
-from data.host_memory import keep_freed_memory
+from common.host_memory import keep_freed_memory
 from data.records import read_records
 from train.best_checkpoint import BestCheckpointKeeper, BestRecord
 from train.buckets import BucketBatchSampler, bucket_sizes

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from data.process_exit import exit_without_teardown
+from common.process_exit import exit_without_teardown
 from train.tiny_base.build import QUICK_RECIPE, RECIPES, build_trained_base
 
 logger = logging.getLogger("train.tiny_base")
