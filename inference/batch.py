@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from common.atomic import atomic_save_image, atomic_write_json, remove_stale_temp_files
 from common.progress import progress_bar
+from common.run_lock import RunLock
 from inference.checkpoints import ControlNetSource
 from inference.evaluate import Evaluator, MetricSettings, evaluate
 from inference.outputs import checkpoint_entry, plot_steps, record_rows, scored_images, write_grid
@@ -46,7 +47,6 @@ from inference.report_html import write_html_report
 from inference.samples import Sample, load_samples, open_rgb
 from inference.settings import ComponentDtypes, SpeedSettings, dtype_name
 from inference.sources import resolve_sources
-from train.run_lock import RunLock
 
 logger = logging.getLogger(__name__)
 

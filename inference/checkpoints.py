@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from train.run_layout import CONFIG_FILE, CONTROLNET_DIR, EMA_DIR
+from common.run_layout import CONFIG_FILE, CONTROLNET_DIR, EMA_DIR
 
 logger = logging.getLogger(__name__)
 

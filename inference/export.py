@@ -34,10 +34,10 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from common.run_layout import STATE_FILE
 from data.stats import dataset_stats, format_stats
 from inference.checkpoints import CONFIG_FILE, FINAL_NAME, ControlNetSource, model_field, resolve_checkpoint
 from inference.model_card import CardFacts, render_card
-from train.run_layout import STATE_FILE
 
 logger = logging.getLogger(__name__)
 

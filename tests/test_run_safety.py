@@ -15,9 +15,9 @@ import pytest
 import yaml
 from training_helpers import read_metrics, reset_accelerator, run_training, set_up_trainer
 
+from common.run_lock import RunFolderBusy, RunLock
 from train.checkpoint_verify import CheckpointError, checkpoint_problems
 from train.checkpointing import resolve_resume
-from train.run_lock import RunFolderBusy, RunLock
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +138,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from train.run_lock import RunLock
+    from common.run_lock import RunLock
     RunLock(Path(sys.argv[1])).acquire()
     print("locked", flush=True)
     time.sleep(600)

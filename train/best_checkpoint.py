@@ -18,8 +18,8 @@ from pathlib import Path
 
 from diffusers import ControlNetModel
 
+from common.run_layout import BEST_DIR, SELECTION_FILE
 from train.checkpointing import recover_replaced, save_controlnet
-from train.run_layout import BEST_DIR, SELECTION_FILE
 
 logger = logging.getLogger(__name__)
 

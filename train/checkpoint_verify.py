@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from train.run_layout import CONFIG_FILE, CONTROLNET_DIR, STATE_FILE
+from common.run_layout import CONFIG_FILE, CONTROLNET_DIR, STATE_FILE
 
 REQUIRED = (STATE_FILE, CONFIG_FILE, f"{CONTROLNET_DIR}/config.json")
 STATE_KEYS = ("step", "micro_step", "epoch", "batches_into_epoch")

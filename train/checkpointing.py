@@ -25,8 +25,8 @@ from diffusers import ControlNetModel
 from safetensors import SafetensorError
 
 from common.atomic import atomic_write_json, atomic_write_text, remove_stale_temp_files
+from common.run_layout import CONFIG_FILE, STATE_FILE
 from train.checkpoint_verify import CheckpointError, checkpoint_problems
-from train.run_layout import CONFIG_FILE, STATE_FILE
 
 logger = logging.getLogger(__name__)
 

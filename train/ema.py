@@ -11,8 +11,8 @@ from accelerate import Accelerator
 from diffusers import ControlNetModel
 from diffusers.training_utils import EMAModel
 
+from common.run_layout import EMA_DIR
 from train.config import EmaConfig
-from train.run_layout import EMA_DIR
 
 __all__ = ["EMA_DIR", "ControlNetEma"]
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
+from common.run_layout import CONFIG_FILE
 from train.checkpoint_verify import CheckpointError
 from train.config import SkinforgeConfig
 from train.config_loader import to_dict
-from train.run_layout import CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 

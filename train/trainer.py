@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 
 from common.atomic import atomic_write_text
 from common.host_memory import keep_freed_memory
+from common.run_layout import CONFIG_FILE, CONTROLNET_DIR
+from common.run_lock import RunLock
 from data.records import read_records
 from train.best_checkpoint import BestCheckpointKeeper, BestRecord
 from train.buckets import BucketBatchSampler, bucket_sizes
@@ -48,8 +50,6 @@ from train.loader_workers import usable_workers
 from train.memory_savers import apply_model_savers, controlnet_param_groups, make_optimizer, set_tf32
 from train.nonfinite import NonFiniteError, NonFiniteGuard
 from train.resume_check import check_resume_config
-from train.run_layout import CONFIG_FILE, CONTROLNET_DIR
-from train.run_lock import RunLock
 from train.run_logging import MetricsLog, configure_logging
 from train.run_summary import finished_message
 from train.sdxl_models import (
