@@ -19,11 +19,10 @@ import torch
 from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline, UNet2DConditionModel
 from PIL import Image
 
+from common.diffusion import controlnet_from_unet, vae_scale_factor
 from data.records import read_records, resolve_path
 from inference.fill_metrics import circle_iou
 from inference.metrics import EdgeSettings, edge_scores
-from train.config import ModelConfig
-from train.sdxl_models import controlnet_from_unet, vae_scale_factor
 
 __all__ = ["Adherence", "measure_adherence", "no_control", "random_control"]
 
@@ -42,7 +41,7 @@ class Adherence:
 def no_control(base: str | Path) -> ControlNetModel:
     """A ControlNet as training starts from the UNet: its output convolutions are zero, so no control."""
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
-    return controlnet_from_unet(unet, vae_scale_factor(ModelConfig(base=str(base))))
+    return controlnet_from_unet(unet, vae_scale_factor(str(base)))
 
 
 @torch.no_grad()

@@ -20,10 +20,9 @@ import torch
 from diffusers import ControlNetModel, DDPMScheduler
 from PIL import Image
 
+from common.diffusion import diffusion_target, to_tensor
 from data.records import Record, read_records, resolve_path
 from inference.pipeline import ControlNetPipeline, load_pipeline
-from train.losses import diffusion_target
-from train.sample_geometry import to_tensor
 
 __all__ = ["DenoisingAdvantage", "HeldOut", "denoising_advantage", "measure_denoising_advantage"]
 

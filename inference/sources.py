@@ -10,8 +10,8 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.base_model import base_problem
 from inference.checkpoints import CONTROLNET_DIR, ControlNetSource, resolve_checkpoint
-from train.config import base_problem
 
 __all__ = ["AUTO", "BASE_CONTROLNET_NAME", "owner", "resolve_sources"]
 

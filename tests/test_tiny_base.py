@@ -13,8 +13,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
+from common.diffusion import diffusion_target
 from data.fill import fill_record
-from train.losses import diffusion_target
 from train.prompt_encoding import encode_prompts
 from train.sdxl_models import PromptEncoders
 from train.tiny_base.build import REPORT_FILE, SAMPLES_FILE

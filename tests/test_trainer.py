@@ -13,10 +13,11 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from PIL import Image
 from training_helpers import CONFIG, read_metrics, reset_accelerator, run_training
 
+from common.diffusion import diffusion_target
 from data.records import DatasetError
 from train.config import load_config
 from train.distributed import step_generator
-from train.losses import diffusion_target, drop_prompts
+from train.losses import drop_prompts
 from train.trainer import ControlNetTrainer
 
 

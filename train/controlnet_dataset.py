@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
+from common.diffusion import to_tensor
 from data.records import Record, resolve_path
 from train.encoded_cache import EncodedCache
-from train.sample_geometry import CropGeometry, to_tensor
+from train.sample_geometry import CropGeometry
 
 LIST_KEYS = ("boxes", "texts")
 """Per-sample values of varying length, collated into lists instead of stacked."""

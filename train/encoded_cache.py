@@ -31,11 +31,12 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from common.atomic import atomic_write_json
+from common.diffusion import to_tensor
 from data.records import Record, resolve_path
 from train.buckets import Size, bucket_sizes, nearest_bucket
 from train.config import DataConfig, ModelConfig
 from train.prompt_encoding import encode_prompts
-from train.sample_geometry import CropGeometry, to_tensor
+from train.sample_geometry import CropGeometry
 from train.sdxl_models import PromptEncoders
 
 logger = logging.getLogger(__name__)

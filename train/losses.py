@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 
 
 def drop_prompts(
@@ -35,18 +34,6 @@ def sample_timesteps(
         u = torch.rand(batch_size, generator=generator)
         return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
     raise ValueError(f"unknown timestep sampling {sampling!r}")
-
-
-def diffusion_target(
-    scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
-) -> torch.Tensor:
-    """What the UNet should predict under the base model's parameterisation."""
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return scheduler.get_velocity(latents, noise, timesteps)
-    raise ValueError(f"unsupported prediction_type {kind!r} in the base model's scheduler config")
 
 
 def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

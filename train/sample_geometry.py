@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -45,9 +44,3 @@ class CropGeometry:
         return torch.tensor(
             [*self.original_size, *self.crop_top_left, *self.target_size], dtype=torch.float32
         )
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float tensor [3, H, W] in [0, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()

@@ -15,6 +15,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from common.diffusion import controlnet_from_unet, vae_scale_factor
 from train.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -74,31 +75,6 @@ def load_noise_scheduler(cfg: ModelConfig) -> DDPMScheduler:
     return DDPMScheduler.from_pretrained(cfg.base, subfolder="scheduler", revision=cfg.revision)
 
 
-SDXL_CONDITION_EMBEDDING = (16, 32, 96, 256)
-"""`ControlNetModel`'s conditioning embedder widths: 3 stride-2 convolutions, for SDXL's 8x VAE."""
-
-
-def vae_scale_factor(cfg: ModelConfig) -> int:
-    """Pixels per latent side of the base's VAE (or `cfg.vae`), from its config alone: 2^(blocks - 1), as
-    diffusers' pipelines compute it."""
-    if cfg.vae:
-        config = AutoencoderKL.load_config(cfg.vae, revision=cfg.revision)
-    else:
-        config = AutoencoderKL.load_config(cfg.base, subfolder="vae", revision=cfg.revision)
-    return 2 ** (len(config["block_out_channels"]) - 1)
-
-
-def controlnet_from_unet(unet: UNet2DConditionModel, scale_factor: int = 8) -> ControlNetModel:
-    """diffusers' `from_unet`, with a conditioning embedder that downsamples the condition image as much
-    as the VAE downsamples the image (SDXL's 8x: diffusers' default widths; a 4x VAE: one stride fewer),
-    so a pipeline's full-resolution condition meets the latents at their size."""
-    strides = scale_factor.bit_length() - 1
-    if scale_factor != 2**strides or not 1 <= strides <= len(SDXL_CONDITION_EMBEDDING) - 1:
-        raise ValueError(f"VAE scale factor {scale_factor}: expected 2, 4 or 8")
-    widths = SDXL_CONDITION_EMBEDDING[: strides + 1]
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=widths)
-
-
 def build_controlnet(cfg: ModelConfig, unet: UNet2DConditionModel) -> ControlNetModel:
     """The trainable ControlNet: an existing one to fine-tune, or a copy of the UNet's encoder."""
     if cfg.controlnet:
@@ -106,7 +82,7 @@ def build_controlnet(cfg: ModelConfig, unet: UNet2DConditionModel) -> ControlNet
         controlnet = ControlNetModel.from_pretrained(cfg.controlnet, revision=cfg.revision)
     else:
         logger.info("Initialising the ControlNet from the UNet's weights")
-        controlnet = controlnet_from_unet(unet, vae_scale_factor(cfg))
+        controlnet = controlnet_from_unet(unet, vae_scale_factor(cfg.base, cfg.vae, cfg.revision))
     controlnet.train()
     return controlnet
 

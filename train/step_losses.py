@@ -12,10 +12,11 @@ import torch
 from accelerate import Accelerator
 from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
 
+from common.diffusion import diffusion_target
 from train.clean_estimate import predicted_clean_latents, unrolled_clean_latents
 from train.config import SkinforgeConfig
 from train.distributed import step_generator
-from train.losses import diffusion_loss, diffusion_target, drop_prompts, sample_timesteps
+from train.losses import diffusion_loss, drop_prompts, sample_timesteps
 from train.step_inputs import StepConditioning
 
 if TYPE_CHECKING:  # imported by the trainer only when the text loss is on (OCR imports are heavy)

@@ -19,8 +19,9 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from common.diffusion import diffusion_target
 from train.encoded_cache import EncodedCache
-from train.losses import diffusion_loss, diffusion_target, drop_prompts
+from train.losses import diffusion_loss, drop_prompts
 
 logger = logging.getLogger(__name__)
 
