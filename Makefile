@@ -59,9 +59,12 @@ skins-demo: $(STAMP)
 	$(PY) -m data validate $(SKINS_DEMO)/captioned/train.jsonl --open-images
 	$(PY) -m data stats $(SKINS_DEMO)/captioned/train.jsonl
 
-# Retrain the shipped base (assets/tiny-sdxl-trained) from its recipe: ~15-20 min on 2 CPU cores.
+# Retrain the shipped bases from their recipes: assets/tiny-sdxl-trained (fills and skins, 8x VAE; the
+# text-loss work's base, ~20 min on 2 CPU cores) and assets/tiny-sdxl-circles (the demo's: fills, 4x VAE, ~50 min).
 tiny-base: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m train.tiny_base assets/tiny-sdxl-trained --overwrite --work-dir build/tiny-base
+	OMP_NUM_THREADS=2 $(PY) -m train.tiny_base assets/tiny-sdxl-circles --recipe circles --overwrite \
+	    --work-dir build/tiny-base-circles
 
 # `make test`: every test but the end-to-end ones marked `slow` (~5 min on 2 cores). `make test-slow`:
 # those (~10 min: the learning run, kill -9 restarts, real launches, clusters and servers). CI runs both.

@@ -11,7 +11,7 @@ made against. This is the yardstick of the demo's README numbers and of the lear
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from PIL import Image
 
 from common.diffusion import controlnet_from_unet, vae_scale_factor
 from data.records import read_records, resolve_path
-from inference.fill_metrics import circle_iou
+from inference.fill_metrics import circle_hue_error, circle_iou, clean_circle
 from inference.metrics import EdgeSettings, edge_scores
 
 __all__ = ["Adherence", "measure_adherence", "no_control", "random_control"]
@@ -36,6 +36,17 @@ class Adherence:
     circle_iou: float | None
     """Mean over fill records; None when no record is a fill record."""
     images: list[Image.Image]
+    edge_f1s: list[float] = field(default_factory=list)
+    """Per image, in `images` order; the lists below hold fill records' images only."""
+    ious: list[float] = field(default_factory=list)
+    clean: list[bool] = field(default_factory=list)
+    """`clean_circle`: one clean circle on a flat background."""
+    hue_errors: list[float] = field(default_factory=list)
+    """`circle_hue_error`, for circles whose colour has a hue."""
+
+    def median(self, name: str) -> float:
+        values = getattr(self, name)
+        return float(np.median(values)) if values else float("nan")
 
 
 def no_control(base: str | Path) -> ControlNetModel:
@@ -75,7 +86,7 @@ def measure_adherence(
     pipe = StableDiffusionXLControlNetPipeline.from_pretrained(base, controlnet=controlnet)
     pipe.set_progress_bar_config(disable=True)
     settings = EdgeSettings(tolerance=tolerance)
-    f1s, ious, images = [], [], []
+    f1s, ious, images, clean, hues = [], [], [], [], []
     for record in read_records(jsonl):
         with Image.open(resolve_path(jsonl.parent, record.conditioning_image)) as image:
             condition = image.convert("RGB")
@@ -93,4 +104,8 @@ def measure_adherence(
             f1s.append(edge_scores(generated, condition, settings).f1_tolerant)
             if (iou := circle_iou(generated, condition, record.text)) is not None:
                 ious.append(iou)
-    return Adherence(float(np.mean(f1s)), float(np.mean(ious)) if ious else None, images)
+                clean.append(clean_circle(generated))
+            if (hue := circle_hue_error(generated, condition, record.text)) is not None:
+                hues.append(hue)
+    mean_iou = float(np.mean(ious)) if ious else None
+    return Adherence(float(np.mean(f1s)), mean_iou, images, f1s, ious, clean, hues)

@@ -15,7 +15,15 @@ from PIL import Image, ImageColor
 
 from data.fill import COLOURS
 
-__all__ = ["circle_iou", "clean_circle", "condition_disk", "fill_colours", "generated_circle", "two_colours"]
+__all__ = [
+    "circle_hue_error",
+    "circle_iou",
+    "clean_circle",
+    "condition_disk",
+    "fill_colours",
+    "generated_circle",
+    "two_colours",
+]
 
 _KMEANS_ITERATIONS = 10
 CLEAN_CIRCULARITY = 0.8
@@ -113,3 +121,32 @@ def circle_iou(image: Image.Image, condition: Image.Image, prompt: str) -> float
     disk = condition_disk(condition, image.size)
     union = (circle | disk).sum()
     return float((circle & disk).sum() / union) if union else 1.0
+
+
+MIN_HUE_SATURATION = 0.25
+"""Colours less saturated than this (HSV) have no meaningful hue: white, black, greys, pale tints."""
+
+
+def _hue_saturation(rgb: np.ndarray) -> tuple[float, float]:
+    """HSV hue (degrees) and saturation of one RGB colour (0-255 floats)."""
+    pixel = np.clip(np.round(rgb), 0, 255).astype(np.uint8).reshape(1, 1, 3)
+    h, s, _ = cv2.cvtColor(pixel, cv2.COLOR_RGB2HSV_FULL)[0, 0]
+    return float(h) * 360.0 / 256.0, float(s) / 255.0
+
+
+def circle_hue_error(image: Image.Image, condition: Image.Image, prompt: str) -> float | None:
+    """Degrees between the hue the prompt names for the circle and the mean colour drawn inside the
+    condition's disk (its edge eroded away); None for a non-fill prompt or a circle colour without a hue
+    (`MIN_HUE_SATURATION`). Does the ControlNet's circle take the prompt's colour?"""
+    colours = fill_colours(prompt)
+    if colours is None:
+        return None
+    hue, saturation = _hue_saturation(np.asarray(colours[0], dtype=np.float64))
+    if saturation < MIN_HUE_SATURATION:
+        return None
+    disk = cv2.erode(condition_disk(condition, image.size).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    if not disk.any():
+        return None
+    drawn = np.asarray(image.convert("RGB"), dtype=np.float64)[disk].mean(axis=0)
+    difference = abs(_hue_saturation(drawn)[0] - hue) % 360.0
+    return min(difference, 360.0 - difference)
