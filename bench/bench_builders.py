@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_canny import CpuMeter, _median_ms, ensure_images  # noqa: E402
 
 from common.atomic import atomic_write  # noqa: E402
+from data.build_types import Built, Item  # noqa: E402
 from data.canny import CannySettings, canny_builder, canny_edges  # noqa: E402
 from data.compose_builder import build_compose  # noqa: E402
 from data.glyph import GlyphSettings, glyph_builder  # noqa: E402
@@ -54,7 +55,7 @@ from data.image_io import encode_png, link_or_copy, read_image  # noqa: E402
 from data.inputs import load_items  # noqa: E402
 from data.known_labels import LABELS_FILE  # noqa: E402
 from data.ray_engine import RayOptions, connect  # noqa: E402
-from data.runner import Built, Item, run_builder  # noqa: E402
+from data.runner import run_builder  # noqa: E402
 from data.skins_builder import build_skins  # noqa: E402
 from data.worker_setup import init_worker  # noqa: E402
 

@@ -3,7 +3,7 @@
 :func:`data.runner.run_builder` maps a per-item function over a process pool: right for Canny, wrong
 for a neural captioner, whose model should be loaded once and fed batches (on a GPU, or on all CPU
 cores through torch's own threads). A batch builder takes a list of items and returns one result per
-item, in order: :class:`~data.runner.Built`, or :class:`~data.runner.Failure` for an input it could
+item, in order: :class:`~data.build_types.Built`, or :class:`~data.build_types.Failure` for an input it could
 not use (one bad image must not fail its whole batch)::
 
     def batch_builder(items: list[Item], out: Path, settings: S) -> list[Built | Failure]
@@ -21,12 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from common.progress import progress_bar
 from data.build_state import Journal, prepare_out_dir
-from data.records import Record, write_records
-from data.runner import (
+from data.build_types import (
     BuildFailed,
     BuildSummary,
     Built,
@@ -37,9 +36,8 @@ from data.runner import (
     log_summary,
     write_failures,
 )
-
-if TYPE_CHECKING:
-    from data.ray_engine import RayOptions
+from data.ray_engine import RayOptions, run_sharded
+from data.records import Record, write_records
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +106,6 @@ def run_batched(
     out = Path(out)
     prepare_out_dir(out, name, {"builder": name, **dataclasses.asdict(settings)}, overwrite)  # type: ignore[call-overload]
     if engine is not None:
-        from data.ray_engine import run_sharded
-
         work = partial(run_batches, builder, out, settings, batch_size)
         return run_sharded(name, work, items, out, replace(engine, actor_pool=True), strict=strict)
     journal = Journal(out, name)

@@ -25,10 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from data.build_types import BuildSummary, Built, Item
 from data.engine_cli import add_engine_args, engine_options
 from data.inputs import input_root, load_items
 from data.known_labels import LABELS_FILE
-from data.runner import BuildSummary, Built, Item, run_builder
+from data.runner import run_builder
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from data.build_types import BadInput, Built, Item
 from data.builder_cli import add_builder_args, non_negative_int, run_cli
 from data.image_io import DEFAULT_PNG_COMPRESSION, place_image, read_image, write_png
 from data.inputs import input_record
-from data.runner import BadInput, Built, Item
 
 __all__ = [
     "SHARED_CONDITION",

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from data.batch_runner import run_batched
+from data.build_types import BadInput, BuildSummary, Built, Failure, Item
 from data.builder_cli import add_builder_args, carry_labels, exit_status, positive_int
 from data.engine_cli import engine_options
 from data.image_io import DEFAULT_PNG_COMPRESSION, Decoded, link_or_copy, place_image, read_image
 from data.inputs import input_record, input_root, load_items
 from data.records import Record
-from data.runner import BadInput, BuildSummary, Built, Failure, Item
 
 if TYPE_CHECKING:
     from data.ray_engine import RayOptions

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from common.atomic import atomic_write_json
+from data.build_types import BadInput, BuildSummary, Built, Item
 from data.builder_cli import add_allow_failures, exit_status, positive_int
 from data.compose import ElementError, compose_skin, find_element
 from data.engine_cli import add_engine_args, engine_options
@@ -28,7 +29,7 @@ from data.image_io import write_png
 from data.known_labels import LABELS_FILE, skin_labels, write_labels
 from data.layout import LayoutSpec, load_layout
 from data.records import Record
-from data.runner import BadInput, BuildSummary, Built, Item, run_builder
+from data.runner import run_builder
 
 if TYPE_CHECKING:
     from data.ray_engine import RayOptions

@@ -22,8 +22,9 @@ from PIL import Image, ImageColor, ImageDraw
 
 from common.atomic import atomic_save_image
 from data.build_state import params_path
+from data.build_types import Built, Item
 from data.records import Record
-from data.runner import Built, Item, run_builder
+from data.runner import run_builder
 
 if TYPE_CHECKING:
     from data.ray_engine import RayOptions

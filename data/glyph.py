@@ -40,6 +40,7 @@ from PIL import Image
 
 from common.atomic import atomic_write_json
 from common.fonts import resolve_font_path
+from data.build_types import BadInput, BuildSummary, Built, Item
 from data.builder_cli import add_builder_args, build_from_args, exit_status
 from data.glyph_render import render_glyphs
 from data.image_io import DEFAULT_PNG_COMPRESSION, Decoded, place_image, read_image, write_png
@@ -47,7 +48,6 @@ from data.inputs import input_record, input_root
 from data.known_labels import LABELS_FILE, KnownLabel, read_labels
 from data.label_matching import DROPPED_POLICIES, LabelOutcome, Polygon, match_labels, suspicious_line
 from data.records import Record
-from data.runner import BadInput, BuildSummary, Built, Item
 from data.worker_setup import worker_threads
 from recognizer.ocr import OcrBackend, OcrConfig, OcrLine, load_ocr
 

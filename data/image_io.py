@@ -17,7 +17,7 @@ CMYK                                   no         PIL's naive CMYK→RGB (no ICC
 =====================================  =========  =============================================
 
 Unreadable, zero-byte, non-image, truncated and other-depth (float) files are always failures
-(:class:`data.runner.BadInput`). Notes end up in the build summary, so nothing changes silently.
+(:class:`data.build_types.BadInput`). Notes end up in the build summary, so nothing changes silently.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from common.atomic import atomic_write
+from data.build_types import BadInput
 from data.png_fast import PNG_SIGNATURE, decode_png
-from data.runner import BadInput
 
 __all__ = [
     "DEFAULT_PNG_COMPRESSION",

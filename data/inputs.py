@@ -1,6 +1,6 @@
 """Builder inputs: a fill50k-style ``train.jsonl`` or a plain folder of images with sidecar captions.
 
-Both become :class:`data.runner.Item` lists. A jsonl gives one item per record, keyed by its image's
+Both become :class:`data.build_types.Item` lists. A jsonl gives one item per record, keyed by its image's
 file stem (``skin_00000``), so every builder's outputs keep the input's names and stay traceable
 through a chain; stems that repeat get ``_<line index>`` appended. Paths are made absolute. A folder
 gives one item per image file, found recursively in sorted order, keyed by its relative path without
@@ -16,8 +16,8 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+from data.build_types import BadInput, Item
 from data.records import Record, read_records, resolve_path
-from data.runner import BadInput, Item
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from common.atomic import remove_stale_temp_files
 from common.progress import progress_bar
-from data.runner import BuildFailed, BuildSummary, Item, log_summary, write_failures
+from data.build_types import BuildFailed, BuildSummary, Item, log_summary, write_failures
 from data.shards import ShardWork, make_shards, merge_shards, read_done, run_shard
 from data.worker_setup import init_worker
 

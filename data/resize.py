@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 from PIL import ImageColor
 
+from data.build_types import BadInput, Built, Item
 from data.builder_cli import add_builder_args, run_cli
 from data.image_io import DEFAULT_PNG_COMPRESSION, Decoded, place_image, read_image, write_png
 from data.inputs import input_record
 from data.records import Polygon, Record
-from data.runner import BadInput, Built, Item
 
 __all__ = ["Geometry", "ResizeSettings", "add_cli", "fit", "resize_builder", "transform_boxes"]
 

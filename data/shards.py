@@ -29,8 +29,8 @@ from typing import Any, NamedTuple
 
 from common.atomic import atomic_write, atomic_write_json
 from data.build_state import Journal, JournalEntry, journal_path
+from data.build_types import Failure, Item, Outcome, write_failures
 from data.records import Record, write_records
-from data.runner import Failure, Item, Outcome, write_failures
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,13 @@ import pytest
 from PIL import Image
 
 from data.__main__ import main
+from data.build_types import BuildFailed
 from data.canny import SHARED_CONDITION, CannySettings, canny_builder
 from data.image_io import read_image
 from data.inputs import items_from_folder, load_items
 from data.records import Record, read_records, write_records
 from data.resize import ResizeSettings, resize_builder
-from data.runner import BuildFailed, run_builder
+from data.runner import run_builder
 from data.validate import check_dataset
 
 # --------------------------------------------------------------------------------------------------

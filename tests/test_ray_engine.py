@@ -31,13 +31,14 @@ ray = pytest.importorskip("ray")
 
 from test_glyph import _label_picture  # noqa: E402
 
+from data.build_types import BuildFailed  # noqa: E402
 from data.canny import CannySettings, canny_builder  # noqa: E402
 from data.caption import CaptionSettings, build_captions  # noqa: E402
 from data.fill import build_fill  # noqa: E402
 from data.glyph import GlyphSettings, glyph_builder  # noqa: E402
 from data.inputs import load_items  # noqa: E402
 from data.ray_engine import RayOptions, map_unordered  # noqa: E402
-from data.runner import BuildFailed, run_builder  # noqa: E402
+from data.runner import run_builder  # noqa: E402
 from data.shards import SHARDS_DIR  # noqa: E402
 from data.tiny_blip import build_tiny_blip  # noqa: E402
 
