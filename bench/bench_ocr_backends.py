@@ -33,7 +33,8 @@ from PIL import Image
 from data.records import read_records, resolve_path
 from data.skins_builder import skin_folder_name
 from inference.metrics import unordered_text_scores
-from recognizer.ocr import OcrConfig, load_ocr
+from recognizer.backends import load_ocr
+from recognizer.ocr import OcrConfig
 
 logger = logging.getLogger("bench_ocr_backends")
 

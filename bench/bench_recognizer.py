@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recognizer.ocr import OcrConfig, load_ocr
+from recognizer.backends import load_ocr
+from recognizer.ocr import OcrConfig
 from recognizer.rec_cache import load_or_convert
 from recognizer.shipped_models import shipped_model_path
 from recognizer.synthetic import KEY_LABELS, render_keyboard

@@ -42,8 +42,8 @@ from common.atomic import atomic_save_image
 from data.glyph_render import render_glyphs
 from data.records import Record, read_records, resolve_path, write_records
 from inference.metrics import TextScores, text_scores
+from recognizer.backends import load_ocr
 from recognizer.box_reading import read_boxes
-from recognizer.ocr import load_ocr
 from recognizer.synthetic import KEY_LABELS, render_keyboard
 from train.tiny_base.vae_stage import reconstruct, reconstruction_scores
 

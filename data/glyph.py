@@ -2,7 +2,7 @@
 
 A glyph ControlNet learns to draw legible labels where the condition shows them, and ``gt_text`` is
 the text loss's ground truth, so a misread label taught as truth is worse than none. For every record
-this runs OCR (:func:`recognizer.ocr.load_ocr`) on the target image and settles its labels in one of
+this runs OCR (:func:`recognizer.backends.load_ocr`) on the target image and settles its labels in one of
 two ways:
 
 * **Known labels** (``labels.jsonl`` from ``compose`` of generated skins, carried along the chain, or
@@ -49,7 +49,8 @@ from data.known_labels import LABELS_FILE, KnownLabel, read_labels
 from data.label_matching import DROPPED_POLICIES, LabelOutcome, Polygon, match_labels, suspicious_line
 from data.records import Record
 from data.worker_setup import worker_threads
-from recognizer.ocr import OcrBackend, OcrConfig, OcrLine, load_ocr
+from recognizer.backends import load_ocr
+from recognizer.ocr import OcrBackend, OcrConfig, OcrLine
 
 logger = logging.getLogger(__name__)
 

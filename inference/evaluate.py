@@ -36,7 +36,8 @@ from inference.dataset_edges import dataset_edge_settings
 from inference.fid import FidScorer, check_fid_model
 from inference.metrics import EdgeSettings, aggregate, edge_scores, read_text_scores
 from inference.protocols import ANYTEXT, CONTROLNETPP, NATIVE, describe, parse_protocols
-from recognizer.ocr import OcrBackend, OcrConfig, load_ocr
+from recognizer.backends import load_ocr
+from recognizer.ocr import OcrBackend, OcrConfig
 
 logger = logging.getLogger(__name__)
 

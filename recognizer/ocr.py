@@ -2,8 +2,8 @@
 
 A backend reads text lines (detection + recognition) from whole images. Two exist: ``rapidocr`` (the
 default; its wheel ships PP-OCR ONNX models, so it works offline with no download) and ``paddleocr``
-(optional extra, needs local model folders). Backends are imported lazily so that importing this
-module never pulls in onnxruntime or paddle.
+(optional extra, needs local model folders); :func:`recognizer.backends.load_ocr` builds the configured
+one. Importing this module never pulls in onnxruntime or paddle.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 import numpy as np
 from PIL import Image
 
-__all__ = ["OcrBackend", "OcrConfig", "OcrLine", "OcrModelNotFoundError", "load_ocr", "to_rgb_array"]
+__all__ = ["OcrBackend", "OcrConfig", "OcrLine", "OcrModelNotFoundError", "to_rgb_array"]
 
 Point = tuple[float, float]
 
@@ -92,17 +92,3 @@ def to_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {array.dtype} {array.shape}")
     return array
-
-
-def load_ocr(config: OcrConfig | None = None) -> OcrBackend:
-    """Build the configured backend; model files are checked here so mistakes fail before any reading."""
-    config = config or OcrConfig()
-    if config.backend == "rapidocr":
-        from recognizer.rapidocr_backend import RapidOcrBackend
-
-        return RapidOcrBackend(config)
-    if config.backend == "paddleocr":
-        from recognizer.paddle_backend import PaddleOcrBackend
-
-        return PaddleOcrBackend(config)
-    raise ValueError(f"unknown OCR backend {config.backend!r}; expected 'rapidocr' or 'paddleocr'")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from data.records import read_records, resolve_path
 from inference.metrics import read_text_scores
-from recognizer.ocr import load_ocr
+from recognizer.backends import load_ocr
 
 ab = load_bench_script("bench_text_loss_ab")
 

@@ -53,7 +53,8 @@ from inference.kornia070_canny import canny as kornia070_canny
 from inference.metrics import EdgeSettings, edge_scores
 from inference.protocols import ANYTEXT, CONTROLNETPP, NATIVE
 from inference.report_html import write_html_report
-from recognizer.ocr import OcrConfig, load_ocr
+from recognizer.backends import load_ocr
+from recognizer.ocr import OcrConfig
 from recognizer.rec_characters import rec_characters
 from recognizer.synthetic import KEY_LABELS, render_keyboard
 

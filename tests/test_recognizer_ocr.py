@@ -9,8 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from recognizer.backends import load_ocr
 from recognizer.box_reading import read_boxes
-from recognizer.ocr import OcrConfig, OcrLine, OcrModelNotFoundError, load_ocr
+from recognizer.ocr import OcrConfig, OcrLine, OcrModelNotFoundError
 from recognizer.synthetic import LabelledImage, render_keyboard
 
 

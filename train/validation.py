@@ -196,8 +196,8 @@ class TrainingValidator:
 
     def _text_scores(self, images: list[Image.Image]) -> dict[str, float]:
         """Each sample's boxes, scaled from its condition to the generated image, read by the OCR backend."""
+        from recognizer.backends import load_ocr
         from recognizer.box_reading import read_boxes
-        from recognizer.ocr import load_ocr
 
         self._ocr = self._ocr or load_ocr()
         read, truth = [], []

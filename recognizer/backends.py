@@ -1,0 +1,26 @@
+"""The configured OCR backend, built by name: ``rapidocr`` (the default) or ``paddleocr``.
+
+Apart from :mod:`recognizer.ocr` (the interface the backends implement) so that the backends import the
+interface and this module imports the backends, not each other in a circle. Each backend is imported
+only when chosen, so that loading one never pulls in onnxruntime or paddle for the other.
+"""
+
+from __future__ import annotations
+
+from recognizer.ocr import OcrBackend, OcrConfig
+
+__all__ = ["load_ocr"]
+
+
+def load_ocr(config: OcrConfig | None = None) -> OcrBackend:
+    """Build the configured backend; model files are checked here so mistakes fail before any reading."""
+    config = config or OcrConfig()
+    if config.backend == "rapidocr":
+        from recognizer.rapidocr_backend import RapidOcrBackend
+
+        return RapidOcrBackend(config)
+    if config.backend == "paddleocr":
+        from recognizer.paddle_backend import PaddleOcrBackend
+
+        return PaddleOcrBackend(config)
+    raise ValueError(f"unknown OCR backend {config.backend!r}; expected 'rapidocr' or 'paddleocr'")
