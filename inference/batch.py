@@ -32,7 +32,7 @@ from tqdm import tqdm
 from common.atomic import atomic_save_image, atomic_write_json, remove_stale_temp_files
 from common.progress import progress_bar
 from common.run_lock import RunLock
-from inference.checkpoints import ControlNetSource
+from inference.checkpoints import ControlNetSource, with_run_best
 from inference.evaluate import Evaluator, MetricSettings, evaluate
 from inference.outputs import checkpoint_entry, plot_steps, record_rows, scored_images, write_grid
 from inference.params import PARAMS_FILE, claim_out_dir, make_params
@@ -222,14 +222,15 @@ def run_batch_inference(
     Existing images are kept (resume). ``dtype`` is the default for all components (None: fp16 on
     CUDA, fp32 on CPU); ``speed`` may set them per component. ``metrics`` None skips scoring.
     ``base_controlnet`` (a folder, or ``inference.sources.AUTO`` for the checkpoints' own
-    ``model.controlnet``) adds the ControlNet training started from as a column. Raises ValueError /
+    ``model.controlnet``) adds the ControlNet training started from as a column. A run folder brings its
+    ``best/`` (``validation.select_best``) as a column too. Raises ValueError /
     DatasetError / FileNotFoundError for bad inputs (OCR model included) before any model is loaded.
     """
     began = time.perf_counter()
     seed_list = _check_args(seeds, limit, batch_size, device)
     speed = speed or SpeedSettings()
     data_path, out = Path(data).absolute(), Path(out_dir).absolute()
-    sources = resolve_sources(checkpoints, base, base_controlnet)
+    sources = resolve_sources(with_run_best(checkpoints), base, base_controlnet)  # a run: final and best
     samples = load_samples(data_path, limit)
     metrics = metrics.for_data(data_path) if metrics else None
     evaluator = Evaluator(metrics, any(s.has_text for s in samples), device) if metrics else None

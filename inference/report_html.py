@@ -4,6 +4,11 @@ One self-contained file (inline CSS, inline SVG charts, thumbnails embedded as d
 to the full-size image beside it): the metrics table per checkpoint, charts of each metric against the
 training step when the checkpoints come from one run, the settings, and a grid per record
 (condition | target | each checkpoint, first seed) with each image's own scores under it.
+
+"Best" is only ever claimed by a metric that says whether the condition is followed (edge F1 within the
+tolerance, circle IoU, OCR sentence accuracy): an SSIM or CLIP score can favour a checkpoint that ignores
+its condition. The run's ``best/`` (kept by training's ``validation.select_best``) is named as such. The
+grid scales its cells to the window, so every checkpoint column is visible without scrolling sideways.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any
 from PIL import Image
 
 from common.atomic import atomic_write_text
-from inference.checkpoints import FINAL_NAME
+from common.run_layout import SELECTION_FILE
+from inference.checkpoints import BEST_NAME, checkpoint_label
 from inference.evaluate import REFERENCE
 from inference.plot import line_chart
 from inference.protocols import ANYTEXT, CONTROLNETPP, NATIVE, protocol_of
@@ -37,6 +43,7 @@ _METRICS: tuple[tuple[str, str, bool], ...] = (
     ("edge_f1", "edge F1", True),
     ("edge_f1_tolerant", "edge F1 (±{tol}px)", True),
     ("edge_ssim", "edge SSIM", True),
+    ("circle_iou", "circle IoU", True),
     ("sentence_accuracy", "OCR sentence acc.", True),
     ("normalized_edit_distance", "OCR 1−NED", True),
     ("controlnetpp_edge_f1", "edge F1 ×100", True),
@@ -46,6 +53,9 @@ _METRICS: tuple[tuple[str, str, bool], ...] = (
     ("clip_score", "CLIP score", True),
     ("fid", "FID", False),
 )
+_FOLLOWS = ("edge_f1_tolerant", "circle_iou", "sentence_accuracy")
+"""The columns that say whether an image follows its condition (the outline, the disk, the labels): the
+only ones whose best value is marked, and the ones the best checkpoint is named by."""
 _PROTOCOL_TITLES = {NATIVE: "native", CONTROLNETPP: "ControlNet++ protocol", ANYTEXT: "AnyText protocol"}
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #111827; }
@@ -55,20 +65,26 @@ table { border-collapse: collapse; } th, td { padding: 4px 10px; border-bottom: 
 th { text-align: left; background: #f3f4f6; font-weight: 600; } td.num { text-align: right; }
 th.protocol { text-align: center; border-bottom: 2px solid #d1d5db; }
 tr.reference td { font-style: italic; color: #4b5563; } td.best { font-weight: 700; color: #047857; }
+.tag { display: inline-block; margin-left: 6px; padding: 0 6px; border-radius: 9px; font-size: 11px;
+  background: #d1fae5; color: #065f46; font-style: normal; }
+.tag.kept { background: #dbeafe; color: #1e40af; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
 .chart { border: 1px solid #e5e7eb; border-radius: 6px; background: #fff; }
 .chart-title { font-size: 13px; font-weight: 600; } .tick { font-size: 10px; fill: #6b7280; }
 .axis { stroke: #9ca3af; }
-table.grid td { vertical-align: top; border: none; padding: 4px; }
-table.grid th { text-align: center; position: sticky; top: 0; z-index: 1; }
-figure { margin: 0; text-align: center; } figcaption { font-size: 11px; color: #374151; max-width: 176px; }
-img.cell { width: 176px; height: 176px; object-fit: contain; background: #f9fafb; image-rendering: pixelated;
-  border: 1px solid #e5e7eb; }
-.missing { width: 176px; height: 176px; background: #e5e7eb; display: flex; align-items: center;
-  justify-content: center; color: #6b7280; }
-td.prompt { min-width: 120px; max-width: 200px; font-size: 12px; }
-dl.settings { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; margin: 0; }
-dl.settings dt { color: #6b7280; } dl.settings dd { margin: 0; font-family: ui-monospace, monospace; }
+table.grid { width: 100%; max-width: calc(120px + var(--columns) * 186px); table-layout: fixed; }
+table.grid td { vertical-align: top; border: none; padding: 3px; overflow-wrap: anywhere; }
+table.grid th { text-align: center; position: sticky; top: 0; z-index: 1; overflow-wrap: anywhere;
+  font-size: 12px; padding: 4px 2px; } table.grid col.prompt { width: 120px; }
+figure { margin: 0; text-align: center; } figcaption { font-size: 11px; color: #374151; }
+img.cell { width: 100%; max-width: 176px; height: auto; aspect-ratio: 1; object-fit: contain;
+  background: #f9fafb; image-rendering: pixelated; border: 1px solid #e5e7eb; box-sizing: border-box; }
+.missing { width: 100%; max-width: 176px; aspect-ratio: 1; margin: 0 auto; background: #e5e7eb;
+  display: flex; align-items: center; justify-content: center; color: #6b7280; }
+td.prompt { font-size: 12px; }
+dl.settings { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 2px 16px; margin: 0; }
+dl.settings dt { color: #6b7280; }
+dl.settings dd { margin: 0; font-family: ui-monospace, monospace; overflow-wrap: anywhere; }
 """
 
 
@@ -138,10 +154,41 @@ _ARROW = {True: "↑", False: "↓"}
 
 
 def _checkpoint_label(row: Mapping[str, Any]) -> str:
-    """A checkpoint's name in the table; a run's final weights as "final (step N)"."""
-    name, step = row["checkpoint"], row.get("step")
-    is_final = name == FINAL_NAME or name.endswith((f"-{FINAL_NAME}", f"{FINAL_NAME}-ema"))
-    return f"{name} (step {step})" if is_final and step is not None else name
+    """A checkpoint's name in the table; a run's final and best weights with their step."""
+    return checkpoint_label(row["checkpoint"], row.get("step"))
+
+
+def _is_run_best(name: str) -> bool:
+    return name == BEST_NAME or name.endswith(f"-{BEST_NAME}")
+
+
+def _selections(report: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Each run ``best/`` column's selection.json (metric, step, score), keyed by checkpoint name."""
+    found = {}
+    for entry in report.get("checkpoints", []):
+        folder = entry.get("controlnet_dir")
+        if not (_is_run_best(entry["name"]) and folder):
+            continue
+        path = Path(folder) / SELECTION_FILE
+        try:
+            selection = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # the column is still named best; only how it was chosen goes unsaid
+        if isinstance(selection, dict):
+            found[entry["name"]] = selection
+    return found
+
+
+def _kept_tag(selection: Mapping[str, Any] | None) -> str:
+    """The tag of a run's best/ column: chosen by training, on its own validation set."""
+    if selection is None:
+        return "<span class='tag kept'>kept by training</span>"
+    score = selection.get("score")
+    shown = f" {score:.3f}" if isinstance(score, int | float) else ""
+    return (
+        f"<span class='tag kept' title='validation.select_best: the best validated ControlNet of the run'>"
+        f"kept by training: {escape(str(selection.get('metric')))}{shown}</span>"
+    )
 
 
 def _best(summary: Sequence[Mapping[str, Any]], key: str, higher: bool) -> float | None:
@@ -153,7 +200,10 @@ def _best(summary: Sequence[Mapping[str, Any]], key: str, higher: bool) -> float
 
 
 def _metrics_table(
-    summary: Sequence[Mapping[str, Any]], seconds: Mapping[str, float | None], tol: int
+    summary: Sequence[Mapping[str, Any]],
+    seconds: Mapping[str, float | None],
+    tol: int,
+    selections: Mapping[str, Mapping[str, Any]],
 ) -> str:
     columns = _columns(summary, tol)
     head = "".join(f"<th>{escape(title)} {_ARROW[higher]}</th>" for _, title, higher in columns)
@@ -162,19 +212,19 @@ def _metrics_table(
         f"<th rowspan='2'>images</th><th rowspan='2'>OCR lines</th>{_protocol_header(columns)}"
         f"<th rowspan='2'>s / image (this run)</th></tr><tr>{head}</tr>"
     ]
-    best = {key: _best(summary, key, higher) for key, _, higher in columns}
+    best = {key: _best(summary, key, higher) for key, _, higher in columns if key in _FOLLOWS}
     for row in summary:
-        cells = []
-        for key, _, _ in columns:
-            mark = (
-                " best"
-                if best[key] is not None and row.get(key) == best[key] and not row["reference"]
-                else ""
-            )
-            cells.append(f"<td class='num{mark}'>{_number(row.get(key))}</td>")
+        cells, tags = [], []
+        for key, title, _ in columns:
+            won = best.get(key) is not None and row.get(key) == best[key] and not row["reference"]
+            cells.append(f"<td class='num{' best' if won else ''}'>{_number(row.get(key))}</td>")
+            if won:
+                tags.append(f"<span class='tag'>best by {escape(title)}</span>")
+        if _is_run_best(row["checkpoint"]):
+            tags.append(_kept_tag(selections.get(row["checkpoint"])))
         name = f"{row['checkpoint']} (reference)" if row["reference"] else _checkpoint_label(row)
         lines.append(
-            f"<tr class='{'reference' if row['reference'] else ''}'><td>{escape(name)}</td>"
+            f"<tr class='{'reference' if row['reference'] else ''}'><td>{escape(name)}{''.join(tags)}</td>"
             f"<td class='num'>{_number(row.get('step'))}</td><td class='num'>{row['images']}</td>"
             f"<td class='num'>{row.get('text_lines') or 0}</td>{''.join(cells)}"
             f"<td class='num'>{_number(seconds.get(row['checkpoint']))}</td></tr>"
@@ -186,6 +236,10 @@ def _metrics_table(
 def _charts(summary: Sequence[Mapping[str, Any]], plot_steps: Mapping[str, int], tol: int) -> str:
     """One chart per metric against step, with the target images' score as the dashed reference."""
     reference = next((row for row in summary if row["reference"]), None)
+    twins = {step for name, step in plot_steps.items() if not _is_run_best(name)}
+    plot_steps = {  # a run's best/ is a copy of the checkpoint at its step: one point per step
+        name: step for name, step in plot_steps.items() if not (_is_run_best(name) and step in twins)
+    }
     charts = []
     for key, title, _ in _columns(summary, tol):
         points = [
@@ -241,9 +295,13 @@ def _protocol_notes(metrics: Mapping[str, Any] | None, settings: Mapping[str, An
             )
     return (
         "<p class='muted'>↑ higher is better, ↓ lower is better (each column says which; OCR 1−NED is one "
-        "minus the normalised edit distance, 1 when every line is read exactly). The target row scores the "
-        "dataset's own images: the "
-        f"level to reach.</p><ul class='muted'>{''.join(items)}</ul>"
+        "minus the normalised edit distance, 1 when every line is read exactly). Only the columns that say "
+        "whether the condition is followed (edge F1 within the tolerance, circle IoU, OCR sentence accuracy) "
+        "mark a best checkpoint: an SSIM or CLIP score can favour one that ignores its condition. The "
+        "<b>target</b> row scores each record's training image against its own condition: the level to "
+        "reach. Its strict edge F1 is below 1 because Canny finds a 1-px edge at the rim of a filled shape "
+        "where the condition draws a wider outline (2 px in the fill data), so the tolerant F1 is the one "
+        f"to compare.</p><ul class='muted'>{''.join(items)}</ul>"
     )
 
 
@@ -293,12 +351,21 @@ def _cell(path: Path | None, out: Path, caption: str = "") -> str:
 def _grid(
     rows: Sequence[RecordRow],
     names: Sequence[str],
+    steps: Mapping[str, int | None],
     scores: Mapping[tuple[str, str], Any],
     out: Path,
     tol: int,
 ) -> str:
-    head = "".join(f"<th>{escape(name)}</th>" for name in ["record", "condition", "target", *names])
-    lines = [f"<table class='grid'><tr>{head}</tr>"]
+    head = "".join(f"<th>{title}</th>" for title in ("record", "condition", "target"))
+    for name in names:
+        kept = "<br><span class='tag kept'>kept by training</span>" if _is_run_best(name) else ""
+        head += f"<th>{escape(checkpoint_label(name, steps.get(name)))}{kept}</th>"
+    n_images = len(names) + 2
+    # fixed layout: the columns share the window's width (each cell at most 176 px), never wider
+    lines = [
+        f"<table class='grid' style='--columns: {n_images}'><colgroup><col class='prompt'>"
+        f"{'<col>' * n_images}</colgroup><tr>{head}</tr>"
+    ]
     for row in rows[:MAX_ROWS]:
         truth = (
             f"<br><span class='muted'>labels: {escape(' | '.join(row.gt_text))}</span>" if row.gt_text else ""
@@ -341,6 +408,7 @@ def write_html_report(
     """
     names = [entry["name"] for entry in report["checkpoints"]]
     seconds = {entry["name"]: entry.get("seconds_per_image") for entry in report["checkpoints"]}
+    steps = {entry["name"]: entry.get("step") for entry in report["checkpoints"]}
     settings = metrics["metric_settings"] if metrics else None
     tol = settings["edges"]["tolerance"] if settings else 0
     summary = metrics["summary"] if metrics else []
@@ -352,12 +420,12 @@ def write_html_report(
         "<a href='report.json'>report.json</a> · <a href='grid.png'>grid.png</a></p>",
     ]
     if summary:
-        body += ["<h2>Metrics</h2>", _metrics_table(summary, seconds, tol)]
+        body += ["<h2>Metrics</h2>", _metrics_table(summary, seconds, tol, _selections(report))]
         body.append(_protocol_notes(metrics, settings))
         charts = _charts(summary, plot_steps, tol)
         if charts:
             body += ["<h2>Metrics vs training step</h2>", charts]
-    body += ["<h2>Images</h2>", _grid(rows, names, _image_scores(metrics, out), out, tol)]
+    body += ["<h2>Images</h2>", _grid(rows, names, steps, _image_scores(metrics, out), out, tol)]
     body += ["<h2>Settings</h2>", _settings(report, settings)]
     page = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

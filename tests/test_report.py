@@ -36,7 +36,9 @@ def test_line_chart_is_valid_svg_with_one_point_per_step() -> None:
 class _Collector(HTMLParser):
     """Collects start tags, checking that every non-void element is closed in order."""
 
-    VOID: ClassVar[frozenset[str]] = frozenset({"meta", "img", "br", "link", "circle", "line", "polyline"})
+    VOID: ClassVar[frozenset[str]] = frozenset(
+        {"meta", "img", "br", "link", "col", "circle", "line", "polyline"}
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,7 +114,8 @@ def test_html_report_is_self_contained_and_well_formed(tmp_path: Path) -> None:
     assert "a &lt;skin&gt; &amp; keys" in html and "<skin>" not in html
     assert "missing" in html  # checkpoint-80 has no image for this record
     assert html.count("<svg") == 5  # one chart per metric with values: F1, tolerant F1, SSIM, acc, NED
-    assert "0.3500" in html and "class='num best'>0.3500" in html  # the better checkpoint stands out
+    assert "class='num best'>0.4500" in html  # the better tolerant F1 stands out
+    assert "class='num best'>0.3500" not in html, "the strict F1 does not say whether the outline is followed"
     assert "target (reference)" in html and "±2px" in html
 
     _, without_run = _page(tmp_path / "other", {})
@@ -146,6 +149,79 @@ def test_final_weights_and_column_directions_are_named(tmp_path: Path) -> None:
     }
     report = {"data": "d.jsonl", "records": 0, "seeds": [0], "settings": {}, "checkpoints": []}
     html = write_html_report(out, report, metrics, [], {}).read_text(encoding="utf-8")
-    assert "<td>final (step 80)</td>" in html and "<td>checkpoint-40</td>" in html
+    assert "<td>final (step 80)<span class='tag'>best by edge F1 (±2px)</span></td>" in html
+    assert "<td>checkpoint-40</td>" in html
     assert "<th>OCR 1−NED ↑</th>" in html and "<th>edge F1 ↑</th>" in html
     assert "OCR NED" not in html and "↓ lower is better" in html
+
+
+def test_best_is_named_by_adherence_and_the_runs_best_column_is_marked(tmp_path: Path) -> None:
+    """checkpoint-100 has the best SSIM but ignores its condition (lowest tolerant F1 and circle IoU): it is
+    never named best. The run's best/ column is named with its step and how training chose it."""
+    out = tmp_path / "out"
+    best_dir = tmp_path / "run" / "best"
+    best_dir.mkdir(parents=True)
+    (best_dir / "selection.json").write_text('{"metric": "edge_f1_tolerant", "step": 300, "score": 0.61}')
+    rows = [
+        {**_summary("target", None, 0.37, True), "circle_iou": 0.98},
+        {**_summary("checkpoint-100", 100, 0.05), "edge_ssim": 0.9, "circle_iou": 0.1},
+        {**_summary("checkpoint-300", 300, 0.5), "edge_ssim": 0.4, "circle_iou": 0.8},
+        {**_summary("best", 300, 0.5), "edge_ssim": 0.4, "circle_iou": 0.8},
+    ]
+    metrics = {"metric_settings": {"edges": {"tolerance": 2}}, "summary": rows, "images": []}
+    report = {
+        "data": "d.jsonl", "records": 0, "seeds": [0], "settings": {},
+        "checkpoints": [{"name": "checkpoint-100", "step": 100}, {"name": "checkpoint-300", "step": 300},
+                        {"name": "best", "step": 300, "controlnet_dir": str(best_dir)}],
+    }  # fmt: skip
+    html = write_html_report(out, report, metrics, [], {}).read_text(encoding="utf-8")
+    lines = {line.split("</td>")[0]: line for line in html.splitlines() if line.startswith("<tr")}
+    ssim_winner = next(line for key, line in lines.items() if "checkpoint-100" in key)
+    assert "best by" not in ssim_winner and "num best" not in ssim_winner
+    kept = next(line for key, line in lines.items() if ">best (step 300)" in key)
+    assert "best by edge F1 (±2px)" in kept and "best by circle IoU" in kept
+    assert "kept by training: edge_f1_tolerant 0.610" in kept
+    assert "best by edge SSIM" not in html
+    assert "training image against its own condition" in html and "1-px edge" in html  # the target row
+
+
+def _many_columns_page(tmp_path: Path) -> Path:
+    """A demo-sized report: 4 records, condition, target and 7 checkpoint columns (the demo's 0..400,
+    final, best), 128² images."""
+    out = tmp_path / "out"
+    names = [*(f"checkpoint-{step}" for step in range(0, 500, 100)), "final", "best"]
+    rows = []
+    for record in range(4):
+        images = {name: _image(out / "images" / name / f"{record:05d}_s0.png", 40 * record) for name in names}
+        condition = _image(tmp_path / f"c{record}.png", 0)
+        rows.append(RecordRow(record, "pale golden rod circle with old lace background", condition,
+                              _image(tmp_path / f"t{record}.png", 200), images))  # fmt: skip
+    summary = [_summary(name, 100, 0.1 * i) for i, name in enumerate(names)]
+    metrics = {"metric_settings": {"edges": {"tolerance": 2}}, "summary": summary, "images": []}
+    report = {"data": str(tmp_path / "train.jsonl"), "records": 4, "seeds": [0], "settings": {},
+              "checkpoints": [{"name": name, "step": 100} for name in names]}  # fmt: skip
+    return write_html_report(out, report, metrics, rows, {})
+
+
+@pytest.mark.slow
+def test_the_grid_fits_a_1400_px_window(tmp_path: Path) -> None:
+    """Every checkpoint column, the last included, is inside a 1400-px-wide window: no sideways scrolling."""
+    pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    from playwright.sync_api import sync_playwright
+
+    browser_path = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+    if browser_path is None:
+        pytest.skip("no headless Chromium installed (apt-get install chromium-headless-shell)")
+    path = _many_columns_page(tmp_path)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(path.as_uri())
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+            last = page.locator("table.grid tr").nth(1).locator("img").last.bounding_box()
+            assert last is not None and last["x"] + last["width"] <= 1400, last
+            assert last["width"] >= 96, "cells shrink to fit, but stay large enough to judge"
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
+        finally:
+            browser.close()
