@@ -1,8 +1,9 @@
 """OCR backends and a differentiable text recognizer for the text loss.
 
 * ``ocr`` — the ``OcrBackend`` interface and ``OcrConfig``; ``backends.load_ocr`` builds the backend
-  in ``rapidocr_backend`` (default, offline) or ``paddle_backend`` (optional extra); shipped model
-  files are located by ``shipped_models``.
+  in ``rapidocr_backend`` (default, offline), ``paddle_backend`` (optional extra) or
+  ``tesseract_reader`` (Tesseract 5, an independent second reader); shipped model files are located by
+  ``shipped_models``.
 * ``torch_rec`` — the frozen torch PP-OCR recognizer (``rec_net`` is the network, ``onnx_import``
   reads its weights from the ONNX, ``rec_cache`` caches them, ``charset`` maps text to classes).
 * ``crops`` — differentiable line crops from 4-point boxes; ``text_loss`` — CTC and feature losses.

@@ -1,8 +1,8 @@
-"""The configured OCR backend, built by name: ``rapidocr`` (the default) or ``paddleocr``.
+"""The configured OCR backend, built by name: ``rapidocr`` (the default), ``paddleocr`` or ``tesseract``.
 
 Apart from :mod:`recognizer.ocr` (the interface the backends implement) so that the backends import the
 interface and this module imports the backends, not each other in a circle. Each backend is imported
-only when chosen, so that loading one never pulls in onnxruntime or paddle for the other.
+only when chosen, so that loading one never pulls in onnxruntime, paddle or tesseract for another.
 """
 
 from __future__ import annotations
@@ -23,4 +23,10 @@ def load_ocr(config: OcrConfig | None = None) -> OcrBackend:
         from recognizer.paddle_backend import PaddleOcrBackend
 
         return PaddleOcrBackend(config)
-    raise ValueError(f"unknown OCR backend {config.backend!r}; expected 'rapidocr' or 'paddleocr'")
+    if config.backend == "tesseract":
+        from recognizer.tesseract_reader import TesseractBackend
+
+        return TesseractBackend(config)
+    raise ValueError(
+        f"unknown OCR backend {config.backend!r}; expected 'rapidocr', 'paddleocr' or 'tesseract'"
+    )

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from recognizer.ocr import OcrBackend, to_rgb_array
+from recognizer.ocr import OcrBackend, ScriptAwareBackend, script_of, to_rgb_array
 
 __all__ = ["crop_box", "read_boxes"]
 
@@ -40,8 +40,19 @@ def read_boxes(
     backend: OcrBackend,
     image: np.ndarray | Image.Image,
     boxes: Sequence[Sequence[Sequence[float]]] | np.ndarray,
+    truth: Sequence[str] | None = None,
 ) -> list[str]:
-    """The text the backend reads in each box of `image`, in box order ("" where it reads nothing)."""
+    """The text the backend reads in each box of `image`, in box order ("" where it reads nothing).
+
+    With the boxes' ground-truth ``truth``, a backend that picks a language per line
+    (``ScriptAwareBackend``: Tesseract) is told each line's script, nothing more of the text.
+    """
     rgb = to_rgb_array(image)
     crops = [crop_box(rgb, box) for box in boxes]
-    return [text for text, _ in backend.recognize(crops)] if crops else []
+    if not crops:
+        return []
+    if truth is not None and isinstance(backend, ScriptAwareBackend):
+        if len(truth) != len(crops):
+            raise ValueError(f"{len(truth)} ground-truth texts for {len(crops)} boxes")
+        return [text for text, _ in backend.recognize_scripts(crops, [script_of(t) for t in truth])]
+    return [text for text, _ in backend.recognize(crops)]

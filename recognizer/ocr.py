@@ -1,24 +1,44 @@
 """The OCR interface that dataset builders and the evaluation report code against.
 
-A backend reads text lines (detection + recognition) from whole images. Two exist: ``rapidocr`` (the
-default; its wheel ships PP-OCR ONNX models, so it works offline with no download) and ``paddleocr``
-(optional extra, needs local model folders); :func:`recognizer.backends.load_ocr` builds the configured
-one. Importing this module never pulls in onnxruntime or paddle.
+A backend reads text lines (detection + recognition) from whole images. Three exist: ``rapidocr`` (the
+default; its wheel ships PP-OCR ONNX models, so it works offline with no download), ``paddleocr``
+(optional extra, needs local model folders) and ``tesseract`` (Tesseract 5, a reader independent of the
+PP-OCR family the text loss optimises for; needs the system's language data);
+:func:`recognizer.backends.load_ocr` builds the configured one. Importing this module never pulls in
+onnxruntime, paddle or tesseract.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["OcrBackend", "OcrConfig", "OcrLine", "OcrModelNotFoundError", "to_rgb_array"]
+__all__ = [
+    "CJK",
+    "READERS",
+    "OcrBackend",
+    "OcrConfig",
+    "OcrLine",
+    "OcrModelNotFoundError",
+    "Script",
+    "ScriptAwareBackend",
+    "reader_name",
+    "script_of",
+    "to_rgb_array",
+]
 
 Point = tuple[float, float]
+Script = Literal["latin", "cjk"]
+"""What a line's characters are written in, as far as choosing a reader's language model goes."""
+CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+"""Regex character-class ranges of CJK scripts: radicals, kana, ideographs, hangul, full-width forms."""
+_CJK_CHARACTER = re.compile(f"[{CJK}]")
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,26 @@ class OcrBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class ScriptAwareBackend(OcrBackend, Protocol):
+    """A backend whose recognition depends on a per-line language choice (Tesseract's language models).
+
+    Reading known boxes, the ground truth says which script each line should be in; only that script is
+    passed, never the text, so the reader still has to read every character.
+    """
+
+    def recognize_scripts(
+        self, lines: Sequence[np.ndarray], scripts: Sequence[Script]
+    ) -> list[tuple[str, float]]:
+        """``recognize`` with each line's expected script."""
+        ...
+
+
+def script_of(text: str) -> Script:
+    """``cjk`` when the text holds any CJK character, else ``latin``."""
+    return "cjk" if _CJK_CHARACTER.search(text) else "latin"
+
+
 @dataclass
 class OcrConfig:
     """Which OCR backend to use and with which models.
@@ -52,9 +92,11 @@ class OcrConfig:
     the paths are ONNX files; for ``paddleocr`` they are Paddle inference model *folders*.
     """
 
-    backend: Literal["rapidocr", "paddleocr"] = "rapidocr"
+    backend: Literal["rapidocr", "paddleocr", "tesseract"] = "rapidocr"
     """``rapidocr`` works offline out of the box; ``paddleocr`` needs ``pip install 'skinforge[paddle]'``
-    and local model folders (it cannot download models offline)."""
+    and local model folders (it cannot download models offline); ``tesseract`` needs the system's
+    Tesseract language data (``apt-get install tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim``)
+    and uses none of the model fields below."""
     det_model: Path | None = None
     """Text detection model (rapidocr: ``.onnx`` file, default the shipped PP-OCRv6 small det)."""
     rec_model: Path | None = None
@@ -75,9 +117,25 @@ class OcrConfig:
     """Minimum mean detection probability inside a box for it to count as a text line."""
     det_limit_side_len: int = 736
     """The detector resizes images so that their shorter side is at least this many pixels."""
+    tessdata: Path | None = None
+    """tesseract only: the folder with ``eng.traineddata`` and ``chi_sim.traineddata``; None: the
+    ``TESSDATA_PREFIX`` variable, else the folder the installed ``tesseract`` command reports."""
     paddle_enable_mkldnn: bool = False
     """paddleocr only: oneDNN on CPU. Off by default because PP-OCRv5 prediction on CPU failed with it
     (``NotImplementedError ... ConvertPirAttribute2RuntimeAttribute``)."""
+
+
+READERS: dict[str, Literal["rapidocr", "paddleocr", "tesseract"]] = {
+    "rapidocr": "rapidocr",
+    "tesseract": "tesseract",
+    "paddle": "paddleocr",
+}
+"""Reader names, as metrics and ``python -m inference --reader`` call them, and their backends."""
+
+
+def reader_name(config: OcrConfig) -> str:
+    """The name a backend's scores go under in metrics (``rapidocr``, ``tesseract``, ``paddle``)."""
+    return next(name for name, backend in READERS.items() if backend == config.backend)
 
 
 class OcrModelNotFoundError(FileNotFoundError):
