@@ -76,12 +76,12 @@ CIRCLES_RECIPE = BaseRecipe(
     vae_size="trained4x",
     corpus=CorpusRecipe(fill=4096, skins=0, heldout_fill=64, heldout_skins=0),
     vae=VaeRecipe(steps=800, decoder_steps=800),
-    unet=UnetRecipe(steps=4000),
+    unet=UnetRecipe(steps=2500),
 )
 """The demo's base (`assets/tiny-sdxl-circles`): fill circles only, through a 4x VAE (32² latents at
 128²), so a 2 px outline is half a latent pixel wide instead of a quarter and a circle of radius 12-48 px
 spans 6-24 latents: the UNet, and a ControlNet on it, draw shapes on a grid fine enough to be circles.
-Twice the steps of the keyboard base's UNet, on one kind of picture."""
+Its UNet trains on one kind of picture."""
 
 RECIPES = {"keyboard": BaseRecipe(), "circles": CIRCLES_RECIPE}
 """`python -m train.tiny_base --recipe NAME`: "keyboard" is `assets/tiny-sdxl-trained` (fills and skins,
