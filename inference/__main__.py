@@ -30,7 +30,8 @@ from inference.pipeline import GenerationSettings
 from inference.protocols import NATIVE, PROTOCOLS
 from inference.settings import DTYPES, SCHEDULER_NAMES, speed_from_args
 from inference.sources import AUTO
-from recognizer.ocr import OcrConfig
+from recognizer.ocr import READERS, OcrConfig, reader_name
+from recognizer.tesseract_reader import tesseract_problem
 
 logger = logging.getLogger("inference")
 
@@ -158,13 +159,21 @@ def _add_metric_args(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument("--no-ocr", action="store_true", help="skip the OCR text metrics")
     group.add_argument(
-        "--ocr-backend", choices=["rapidocr", "paddleocr"], default="rapidocr",
-        help="rapidocr (default) or paddleocr (its own venv: make install-paddle)",
+        "--reader", action="append", choices=list(READERS), metavar="NAME",
+        help="OCR reader of the labels, repeatable: rapidocr (PP-OCRv6, the text loss's family), tesseract "
+        "(Tesseract 5, a reader the loss never optimised; apt-get install tesseract-ocr "
+        "tesseract-ocr-eng tesseract-ocr-chi-sim), paddle (PaddleOCR, its own venv: make install-paddle). "
+        "Each reader's sentence accuracy and 1-NED are columns named after it; the first reader's are "
+        "also the plain OCR columns (default: rapidocr, plus tesseract when installed)",
+    )  # fmt: skip
+    group.add_argument(
+        "--ocr-backend", choices=["rapidocr", "paddleocr"],
+        help="the first reader: rapidocr (default) or paddleocr (the same as naming it first in --reader)",
     )  # fmt: skip
     group.add_argument(
         "--ocr-rec-model", type=Path,
-        help="OCR recognition model: an .onnx file for rapidocr, a Paddle inference model folder for "
-        "paddleocr (default: the backend's shipped PP-OCR)",
+        help="OCR recognition model of the first reader: an .onnx file for rapidocr, a Paddle inference "
+        "model folder for paddleocr (default: the backend's shipped PP-OCR)",
     )  # fmt: skip
     group.add_argument("--clip-model", type=Path, help="local transformers CLIP folder, for the CLIP score")
     group.add_argument("--fid-model", type=Path, help="local TorchScript Inception (inception-2015-12-05.pt)")
@@ -205,6 +214,32 @@ def _settings(args: argparse.Namespace) -> GenerationSettings:
     )
 
 
+def _readers(args: argparse.Namespace) -> list[OcrConfig]:
+    """The OCR readers in order: --reader's (default rapidocr, plus tesseract where it is installed),
+    --ocr-backend's moved first; --ocr-rec-model is the first reader's model."""
+    names = list(dict.fromkeys(args.reader or ["rapidocr"]))
+    if not args.reader and not args.no_ocr:
+        if (problem := tesseract_problem()) is None:
+            names.append("tesseract")
+        else:
+            logger.info("OCR read by rapidocr only; a second reader, tesseract, is not usable: %s", problem)
+    if args.ocr_backend is not None:
+        first = reader_name(OcrConfig(backend=args.ocr_backend))
+        names = [first, *(name for name in names if name != first)]
+    if args.ocr_rec_model is not None and READERS[names[0]] == "tesseract":
+        raise ValueError(
+            "--ocr-rec-model is a PP-OCR model; the first --reader is tesseract, which takes none"
+        )
+    return [
+        OcrConfig(
+            backend=READERS[name],
+            rec_model=args.ocr_rec_model if index == 0 else None,
+            use_angle_cls=False,
+        )
+        for index, name in enumerate(names)
+    ]
+
+
 def _metrics(args: argparse.Namespace) -> MetricSettings | None:
     if args.no_metrics:
         return None
@@ -215,10 +250,17 @@ def _metrics(args: argparse.Namespace) -> MetricSettings | None:
         )
     base = EdgeSettings(tolerance=args.edge_tolerance, condition_is_edges=not args.condition_canny)
     edges = dataset_edge_settings(args.data, base, args.canny_low, args.canny_high)
-    ocr = OcrConfig(backend=args.ocr_backend, rec_model=args.ocr_rec_model, use_angle_cls=False)
+    ocr, *other_readers = _readers(args)
     anytext_dict = AnyTextDictChoice(args.anytext_dict) if args.anytext_dict else None
     return MetricSettings(
-        edges, not args.no_ocr, ocr, args.clip_model, args.fid_model, tuple(args.protocol), anytext_dict
+        edges,
+        not args.no_ocr,
+        ocr,
+        args.clip_model,
+        args.fid_model,
+        tuple(args.protocol),
+        anytext_dict,
+        tuple(other_readers),
     )
 
 

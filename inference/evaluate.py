@@ -11,6 +11,12 @@ Everything that can be wrong with the metric inputs (OCR model, CLIP folder, FID
 Each image is scored under every protocol the settings ask for (inference.protocols): ``native`` (our
 own), ``controlnet++`` and ``anytext`` (those papers' evaluation code reproduced); a metric's key names
 its protocol and metrics.json describes each protocol used.
+
+The native text scores are read by every reader of the settings (``MetricSettings.readers``), each under
+its name (``rapidocr/sentence_accuracy``, ``tesseract/sentence_accuracy``...): the text loss optimises
+labels for PP-OCR, so a reader it never saw (Tesseract) says whether they are legible or only legible to
+PP-OCR. The unprefixed ``sentence_accuracy``/``normalized_edit_distance`` keep their meaning: the first
+reader's (``ocr``, rapidocr by default), which the AnyText protocol also reads with.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from inference.fid import FidScorer, check_fid_model
 from inference.metrics import EdgeSettings, aggregate, edge_scores, read_text_scores
 from inference.protocols import ANYTEXT, CONTROLNETPP, NATIVE, describe, parse_protocols
 from recognizer.backends import load_ocr
-from recognizer.ocr import OcrBackend, OcrConfig
+from recognizer.ocr import OcrBackend, OcrConfig, reader_name
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +56,7 @@ __all__ = [
     "MetricSettings",
     "ScoredImage",
     "evaluate",
+    "reader_columns",
 ]
 
 METRICS_FILE = "metrics.json"
@@ -70,6 +77,14 @@ _IMAGE_COLUMNS = (
     "controlnetpp_edge_ms_ssim", "anytext_lines", "anytext_sentence_accuracy",
     "anytext_normalized_edit_distance", "clip_score", "ocr_read", "anytext_read", "gt_text",
 )  # fmt: skip
+_READER_SCORES = ("lines", "sentence_accuracy", "normalized_edit_distance")
+
+
+def reader_columns(readers: Sequence[str], per_image: bool = False) -> list[str]:
+    """The metrics columns of each named reader: ``<reader>/lines``, ``/sentence_accuracy``,
+    ``/normalized_edit_distance`` (and per image ``/read``, the texts it read)."""
+    scores = (*_READER_SCORES, "read") if per_image else _READER_SCORES
+    return [f"{reader}/{score}" for reader in readers for score in scores]
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,8 @@ class MetricSettings:
     ``edges`` None means the detector recorded with the data (see :meth:`for_data`), else the defaults.
     ``protocols`` are the evaluation protocols to score with (inference.protocols). ``anytext_dict`` is the
     dictionary of AnyText's NED; None: the benchmark set matching the data's ground truth (:meth:`for_data`).
+    ``ocr`` is the first reader (the unprefixed text scores and the AnyText protocol's reads);
+    ``other_readers`` read the same boxes beside it, each scored under its name.
     """
 
     edges: EdgeSettings | None = None
@@ -88,9 +105,24 @@ class MetricSettings:
     fid_model: Path | None = None
     protocols: tuple[str, ...] = (NATIVE,)
     anytext_dict: AnyTextDictChoice | None = None
+    other_readers: tuple[OcrConfig, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "protocols", parse_protocols(self.protocols))
+        object.__setattr__(self, "other_readers", tuple(self.other_readers))
+        names = [reader_name(config) for config in self.readers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each OCR reader may be given once, got {', '.join(names)}")
+
+    @property
+    def readers(self) -> tuple[OcrConfig, ...]:
+        """Every reader, the first one first."""
+        return (self.ocr, *self.other_readers)
+
+    @property
+    def reader_names(self) -> list[str]:
+        """The readers' names, as their metrics are keyed (empty when text is not scored)."""
+        return [reader_name(config) for config in self.readers] if self.text else []
 
     def for_data(self, data: Path) -> MetricSettings:
         """These settings with ``edges`` settled: as given, else the detector that made ``data``'s
@@ -116,6 +148,7 @@ class MetricSettings:
             "edges": asdict(self.edge_settings),
             "text": self.text,
             "ocr": ocr if self.text else None,
+            "readers": self.reader_names,
             "clip_model": str(self.clip_model) if self.clip_model else None,
             "fid_model": str(self.fid_model) if self.fid_model else None,
         }
@@ -152,7 +185,10 @@ class Evaluator:
         reads = (
             settings.text and needs_text and (NATIVE in settings.protocols or ANYTEXT in settings.protocols)
         )
-        self.ocr: OcrBackend | None = load_ocr(settings.ocr) if reads else None
+        self.readers: dict[str, OcrBackend] = (
+            {reader_name(config): load_ocr(config) for config in settings.readers} if reads else {}
+        )
+        self.ocr: OcrBackend | None = self.readers[reader_name(settings.ocr)] if reads else None
         self.dictionary: AnyTextDictionary | None = None
         if self.ocr is not None and ANYTEXT in settings.protocols:
             if settings.anytext_dict is None:
@@ -189,13 +225,7 @@ class Evaluator:
             return row
         row["gt_text"] = list(item.gt_text)
         if NATIVE in protocols:
-            read, text = read_text_scores(self.ocr, image, item.boxes, item.gt_text, condition.size)
-            row |= {
-                "text_lines": text.lines,
-                "sentence_accuracy": text.sentence_accuracy,
-                "normalized_edit_distance": text.normalized_edit_distance,
-                "ocr_read": read,
-            }
+            row |= self._read_by_each(image, item, condition.size)
         if self.dictionary is not None:
             read, text = read_anytext(
                 self.ocr, image, item.boxes, item.gt_text, condition.size, self.dictionary
@@ -206,6 +236,29 @@ class Evaluator:
                 "anytext_normalized_edit_distance": text.normalized_edit_distance,
                 "anytext_read": read,
             }
+        return row
+
+    def _read_by_each(
+        self, image: Image.Image, item: ScoredImage, box_space: tuple[int, int]
+    ) -> dict[str, Any]:
+        """Native text scores of every reader under its name; the first reader's also unprefixed."""
+        assert item.boxes is not None and item.gt_text is not None
+        row: dict[str, Any] = {}
+        for index, (name, backend) in enumerate(self.readers.items()):
+            read, text = read_text_scores(backend, image, item.boxes, item.gt_text, box_space)
+            scores = {
+                "lines": text.lines,
+                "sentence_accuracy": text.sentence_accuracy,
+                "normalized_edit_distance": text.normalized_edit_distance,
+            }
+            row |= {f"{name}/{key}": value for key, value in scores.items()} | {f"{name}/read": read}
+            if index == 0:
+                row |= {
+                    "text_lines": text.lines,
+                    "sentence_accuracy": text.sentence_accuracy,
+                    "normalized_edit_distance": text.normalized_edit_distance,
+                    "ocr_read": read,
+                }
         return row
 
     def _controlnetpp(self, image: Image.Image, item: ScoredImage) -> dict[str, Any]:
@@ -337,6 +390,7 @@ def evaluate(
         "images": rows,
     }
     atomic_write_json(out / METRICS_FILE, metrics)
-    _write_csv(out / METRICS_CSV, summary, _SUMMARY_COLUMNS)
-    _write_csv(out / METRICS_IMAGES_CSV, rows, _IMAGE_COLUMNS)
+    readers = evaluator.settings.reader_names
+    _write_csv(out / METRICS_CSV, summary, [*_SUMMARY_COLUMNS, *reader_columns(readers)])
+    _write_csv(out / METRICS_IMAGES_CSV, rows, [*_IMAGE_COLUMNS, *reader_columns(readers, per_image=True)])
     return metrics

@@ -109,10 +109,11 @@ def read_text_scores(
 
     ``boxes`` are in the pixels of an image of size ``box_space`` (the condition, whose layout the
     output follows); they are scaled to ``image``'s size first, as the pipeline scales the condition.
+    A reader that picks its language per line is told each line's script from ``truth``.
     """
     scale = np.array([image.width / box_space[0], image.height / box_space[1]])
     polygons = np.asarray(boxes, dtype=np.float64).reshape(-1, 4, 2) * scale
-    read = read_boxes(backend, image, polygons)
+    read = read_boxes(backend, image, polygons, truth)
     return read, text_scores(read, truth)
 
 
@@ -237,19 +238,26 @@ def _pool_lines(rows: list[Mapping[str, object]], count: str, keys: Sequence[str
     return pooled
 
 
+def _reader_lines(rows: list[Mapping[str, object]]) -> list[tuple[str, tuple[str, str]]]:
+    """The pooled-line keys of each named OCR reader in the rows (``<reader>/lines`` and its scores)."""
+    readers = dict.fromkeys(key[: -len("/lines")] for row in rows for key in row if key.endswith("/lines"))
+    return [(f"{r}/lines", (f"{r}/sentence_accuracy", f"{r}/normalized_edit_distance")) for r in readers]
+
+
 def aggregate(rows: Iterable[Mapping[str, object]]) -> dict[str, float | int | None]:
     """One checkpoint's summary of its per-image rows.
 
-    Native edge and CLIP scores are means over images; text scores (native and AnyText's) are pooled
-    over all lines, as AnyText reports them; ControlNet++'s edge scores pool the seeds of each record,
-    then average records (inference.controlnetpp.summarize). A metric no image has is None.
+    Native edge and CLIP scores are means over images; text scores (native, each named reader's and
+    AnyText's) are pooled over all lines, as AnyText reports them; ControlNet++'s edge scores pool the
+    seeds of each record, then average records (inference.controlnetpp.summarize). A metric no image has
+    is None.
     """
     rows = list(rows)
     summary: dict[str, float | int | None] = {"images": len(rows)}
     for key in _MEAN_KEYS:
         values = [float(row[key]) for row in rows if row.get(key) is not None]  # type: ignore[arg-type]
         summary[key] = sum(values) / len(values) if values else None
-    for count, keys in _POOLED_LINES:
+    for count, keys in (*_POOLED_LINES, *_reader_lines(rows)):
         summary[count] = sum(int(row.get(count) or 0) for row in rows)  # type: ignore[call-overload]
         summary |= _pool_lines(rows, count, keys)
     summary |= controlnetpp.summarize(rows)

@@ -122,11 +122,32 @@ def _number(value: object) -> str:
     return str(value)
 
 
+def _reader_metrics(summary: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, bool]]:
+    """Each named OCR reader's columns (``<reader>/sentence_accuracy``...), side by side."""
+    readers = dict.fromkeys(
+        k.split("/")[0] for row in summary for k in row if k.endswith("/sentence_accuracy")
+    )
+    return [
+        column
+        for r in readers
+        for column in (
+            (f"{r}/sentence_accuracy", f"{r} sentence acc.", True),
+            (f"{r}/normalized_edit_distance", f"{r} 1−NED", True),
+        )
+    ]
+
+
 def _columns(summary: Sequence[Mapping[str, Any]], tolerance: int) -> list[tuple[str, str, bool]]:
-    """The metric columns that at least one checkpoint has a value for."""
+    """The metric columns that at least one checkpoint has a value for; each OCR reader's after the
+    native ones."""
+    metrics = []
+    for metric in _METRICS:
+        metrics.append(metric)
+        if metric[0] == "normalized_edit_distance":
+            metrics += _reader_metrics(summary)
     return [
         (key, title.format(tol=tolerance), higher)
-        for key, title, higher in _METRICS
+        for key, title, higher in metrics
         if any(row.get(key) is not None for row in summary)
     ]
 
@@ -142,7 +163,7 @@ def _protocol_header(columns: Sequence[tuple[str, str, bool]]) -> str:
     groups: list[tuple[str, int]] = []
     for key, _, _ in columns:
         protocol = protocol_of(key)
-        label = _PROTOCOL_TITLES[protocol] if protocol else ""
+        label = _PROTOCOL_TITLES[protocol] if protocol else "native, by reader" if "/" in key else ""
         if groups and groups[-1][0] == label:
             groups[-1] = (label, groups[-1][1] + 1)
         else:
@@ -325,6 +346,10 @@ def _caption(row: Mapping[str, Any] | None, tol: int) -> str:
             f"OCR {exact}/{row['text_lines']} exact · 1−NED {_short(row['normalized_edit_distance'])}"
         )
         parts.append(f"read: {read[:60]}")
+    for reader in (k.removesuffix("/lines") for k in row if k.endswith("/lines") and row[k]):
+        lines, read = row[f"{reader}/lines"], " | ".join(row[f"{reader}/read"])
+        exact = round(row[f"{reader}/sentence_accuracy"] * lines)
+        parts.append(f"{reader}: {exact}/{lines} exact, read: {read[:50]}")
     if row.get("controlnetpp_edge_f1") is not None:
         ms_ssim = row.get("controlnetpp_edge_ms_ssim")
         ssim_text = f" · MS-SSIM {_short(ms_ssim)}" if ms_ssim is not None else ""

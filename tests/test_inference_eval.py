@@ -23,6 +23,7 @@ from inference.pipeline import GenerationSettings, generate, load_pipeline
 from inference.settings import ComponentDtypes, SpeedSettings
 from inference.sources import AUTO, BASE_CONTROLNET_NAME
 from recognizer.ocr import OcrConfig, OcrModelNotFoundError
+from recognizer.tesseract_reader import tesseract_problem
 from train.tiny_sdxl import build_tiny_controlnet
 
 SETTINGS = GenerationSettings(num_inference_steps=2, resolution=64, scheduler="unipc")
@@ -234,3 +235,41 @@ def test_cli_reports_a_missing_ocr_model_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("python -m inference: error: --ocr-rec-model ") and "file not found" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(tesseract_problem() is not None, reason=f"Tesseract is not usable: {tesseract_problem()}")
+def test_cli_scores_each_reader_under_its_name(run_dir: Path, text_jsonl: Path, tmp_path: Path) -> None:
+    """--reader tesseract --reader rapidocr: both read every label, the first one fills the plain columns."""
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(run_dir / "checkpoint-1"), "--data", str(text_jsonl), "--out", str(out)]
+    args += [
+        "--limit",
+        "2",
+        "--steps",
+        "1",
+        "--resolution",
+        "64",
+        "--reader",
+        "tesseract",
+        "--reader",
+        "rapidocr",
+    ]
+    assert main(args) == 0
+
+    metrics = json.loads((out / METRICS_FILE).read_text())
+    assert metrics["metric_settings"]["readers"] == ["tesseract", "rapidocr"]
+    target = next(row for row in metrics["summary"] if row["reference"])
+    assert target["tesseract/lines"] == target["rapidocr/lines"] == target["text_lines"] == 4
+    assert target["rapidocr/sentence_accuracy"] == 1.0, "PP-OCR reads the rendered labels"
+    assert target["tesseract/sentence_accuracy"] >= 0.5, "and so, mostly, does Tesseract"
+    assert target["sentence_accuracy"] == target["tesseract/sentence_accuracy"], "the first reader's"
+    image = next(row for row in metrics["images"] if row["checkpoint"] == "target")
+    assert image["ocr_read"] == image["tesseract/read"] and len(image["rapidocr/read"]) == 2
+
+    with (out / METRICS_CSV).open() as handle:
+        header = next(csv.reader(handle))
+    assert {"tesseract/sentence_accuracy", "rapidocr/normalized_edit_distance"} <= set(header)
+    with (out / METRICS_IMAGES_CSV).open() as handle:
+        assert "tesseract/read" in next(csv.reader(handle))
+    html = (out / "report.html").read_text()
+    assert "tesseract sentence acc." in html and "rapidocr 1−NED" in html and "native, by reader" in html

@@ -94,3 +94,27 @@ def test_tesseract_finds_lines_on_a_page() -> None:
     for line in lines:
         (left, top), _, (right, bottom), _ = line.polygon
         assert left < right and top < bottom and 0.0 <= line.confidence <= 1.0
+
+
+@needs_tesseract
+def test_validation_logs_each_reader_under_its_name(text_jsonl: Path, tmp_path: Path) -> None:
+    """validation.readers: the ground-truth images read by both readers, the first also unprefixed."""
+    from data.records import read_records
+    from train.config import ModelConfig, ValidationConfig
+    from train.validation import TrainingValidator
+
+    cfg = ValidationConfig(
+        every_n_steps=1, jsonl=str(text_jsonl), max_records=6, readers=["tesseract", "rapidocr"]
+    )
+    validator = TrainingValidator(cfg, ModelConfig(base="unused"), 128, tmp_path)
+    records = read_records(text_jsonl)[:6]
+    images = [Image.open(text_jsonl.parent / r.image).convert("RGB").resize((256, 256)) for r in records]
+    scores = validator._text_scores(images)
+    assert scores["validation/ocr_tesseract_lines"] == scores["validation/ocr_rapidocr_lines"] == 12
+    assert scores["validation/ocr_rapidocr_sentence_accuracy"] >= 0.8, scores
+    assert scores["validation/ocr_tesseract_sentence_accuracy"] >= 0.5, scores
+    assert scores["validation/ocr_sentence_accuracy"] == scores["validation/ocr_tesseract_sentence_accuracy"]
+    with pytest.raises(ValueError, match="name each OCR reader once"):
+        TrainingValidator(
+            ValidationConfig(readers=["rapidocr", "rapidocr"]), ModelConfig(base="unused"), 128, tmp_path
+        )

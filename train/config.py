@@ -211,6 +211,11 @@ class ValidationConfig:
     ocr: bool = True
     """Read each validation record's boxes in the generated image with the OCR backend and log sentence
     accuracy and normalised edit distance against `gt_text`."""
+    readers: list[Literal["rapidocr", "tesseract", "paddle"]] = field(default_factory=lambda: ["rapidocr"])
+    """The OCR readers of `ocr`, each logged as `validation/ocr_<reader>_*`; the first one's scores are also
+    `validation/ocr_*`. rapidocr alone by default, to keep validation fast; add `tesseract` (installed with
+    `apt-get install tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim`) for a reader the text loss
+    never optimised."""
     num_inference_steps: int = 20
     scheduler: Literal["unipc", "dpm++2m", "euler", "ddim"] | None = None
     """Sampler of the validation images; None keeps the base model's scheduler."""

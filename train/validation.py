@@ -22,6 +22,8 @@ from inference.fill_metrics import circle_iou
 from inference.grid import make_grid
 from inference.metrics import EdgeSettings, edge_scores, text_scores
 from inference.pipeline import ControlNetPipeline, GenerationSettings, generate, load_pipeline
+from recognizer.ocr import READERS, OcrBackend, OcrConfig
+from recognizer.tesseract_reader import tesseract_problem
 from train.buckets import Size, nearest_bucket
 from train.config import ModelConfig, ValidationConfig
 from train.controlnet_dataset import map_boxes
@@ -96,7 +98,11 @@ class TrainingValidator:
         if buckets:
             self.samples = [fit_to_bucket(s, buckets) for s in self.samples]
         self.scores_text = cfg.ocr and any(len(s.texts) for s in self.samples)
-        self._ocr = None
+        if not cfg.readers or len(set(cfg.readers)) != len(cfg.readers):
+            raise ValueError(f"validation.readers: name each OCR reader once, got {cfg.readers}")
+        if self.scores_text and "tesseract" in cfg.readers and (problem := tesseract_problem()) is not None:
+            raise ValueError(f"validation.readers names tesseract, which cannot run here: {problem}")
+        self._readers: dict[str, OcrBackend] = {}
         self.held_out = self._held_out(resolution, buckets)
 
     def _held_out(self, resolution: int, buckets: Sequence[Size] | None) -> HeldOut | None:
@@ -195,18 +201,26 @@ class TrainingValidator:
         return scores
 
     def _text_scores(self, images: list[Image.Image]) -> dict[str, float]:
-        """Each sample's boxes, scaled from its condition to the generated image, read by the OCR backend."""
+        """Each sample's boxes, scaled from its condition to the generated image, read by each reader
+        (loaded at first use); the first reader's scores also under the plain ``validation/ocr_*`` keys."""
         from recognizer.backends import load_ocr
         from recognizer.box_reading import read_boxes
 
-        self._ocr = self._ocr or load_ocr()
-        read, truth = [], []
-        for sample, image in zip(self.samples, images, strict=True):
-            if not sample.texts:
-                continue
-            scale = np.array([image.width / sample.condition.width, image.height / sample.condition.height])
-            read += read_boxes(self._ocr, image, sample.boxes * scale)
-            truth += sample.texts
-        scores = text_scores(read, truth).as_dict("validation/ocr_")
+        scores: dict[str, float] = {}
+        for index, name in enumerate(self.cfg.readers):
+            if name not in self._readers:
+                self._readers[name] = load_ocr(OcrConfig(backend=READERS[name], use_angle_cls=False))
+            read, truth = [], []
+            for sample, image in zip(self.samples, images, strict=True):
+                if not sample.texts:
+                    continue
+                size = sample.condition
+                scale = np.array([image.width / size.width, image.height / size.height])
+                read += read_boxes(self._readers[name], image, sample.boxes * scale, sample.texts)
+                truth += sample.texts
+            text = text_scores(read, truth)
+            scores |= text.as_dict(f"validation/ocr_{name}_")
+            if index == 0:
+                scores |= text.as_dict("validation/ocr_")
         logger.info("Validation OCR: %s", scores)
         return scores
