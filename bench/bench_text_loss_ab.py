@@ -2,15 +2,19 @@
 
 The task: one keyboard key per 256² image, an English label over a Chinese one (72 px, the size at which
 the trained tiny base's VAE still returns readable labels), the condition the labels drawn in white on
-black (the glyph builder's rendering). Train and held-out records pair the English and Chinese labels
-differently, so every held-out condition is one the ControlNet never saw. For each seed, both arms train
-`configs/text_loss_ab.yaml` on the same data, seed and steps (so the same batches, noise and timesteps),
-`text_loss.enabled` false and true; then `python -m inference` generates every held-out record through
-plain diffusers (the base's scheduler, guidance 1) and reads each label box with the project's OCR.
+black (the glyph builder's rendering). Two held-out sets, scored apart: keys pairing trained English and
+Chinese labels in new ways ("known labels"), and keys whose labels, and every character of them, never
+occur in training ("unseen labels": F-keys and capitals absent from the trained words, Chinese
+characters absent from the trained ones), which is what a glyph ControlNet must generalise to. For each
+seed, both arms train `configs/text_loss_ab.yaml` on the same data, seed and steps (so the same batches,
+noise and timesteps), `text_loss.enabled` false and true; then `python -m inference` generates every
+held-out record through plain diffusers (the base's scheduler, guidance 1) and reads each label box with
+each reader: rapidocr (PP-OCRv6, the family the text loss optimises for) and, where it is installed,
+Tesseract 5, a reader the loss never saw.
 
-The table gives OCR sentence accuracy and 1 - NED per arm and seed, mean ± std, next to two references
-on the same held-out records: the target images themselves, and their VAE round trip (the most any
-ControlNet on this base can reach).
+The table gives, per held-out set and reader, OCR sentence accuracy and 1 - NED per arm and seed, mean ±
+std, next to two references on the same held-out records: the target images themselves, and their VAE
+round trip (the most any ControlNet on this base can reach).
 
     python bench/bench_text_loss_ab.py --out build/text_loss_ab --seeds 0 1 2 --steps 600 --markdown
 
@@ -44,7 +48,9 @@ from data.records import Record, read_records, resolve_path, write_records
 from inference.metrics import TextScores, text_scores
 from recognizer.backends import load_ocr
 from recognizer.box_reading import read_boxes
+from recognizer.ocr import READERS, OcrConfig
 from recognizer.synthetic import KEY_LABELS, render_keyboard
+from recognizer.tesseract_reader import tesseract_problem
 from train.tiny_base.vae_stage import reconstruct, reconstruction_scores
 
 logger = logging.getLogger("bench_text_loss_ab")
@@ -55,11 +61,25 @@ RESOLUTION, FONT_SIZE = 256, 72
 PROMPT = "a keyboard key"
 HELD_OUT = 8
 TOO_WIDE = {"Delete"}  # overflows a 256-px key at 72 px
+UNSEEN_LABELS: tuple[tuple[str, str], ...] = (
+    ("NUM", "数字"),
+    ("FN", "功能"),
+    ("PGUP", "前进"),
+    ("PGDN", "锁定"),
+    ("F5", "刷新"),
+    ("F9", "搜索"),
+    ("F10", "音量"),
+    ("F12", "打印"),
+)
+"""Held-out keys whose labels and characters are in no training label (paired arbitrarily)."""
+KNOWN, UNSEEN = "known labels, new pairings", "unseen labels"
+SETS = (KNOWN, UNSEEN)
 
 
 @dataclass(frozen=True)
 class ArmResult:
-    text: TextScores
+    text: dict[str, TextScores]
+    """Each reader's scores, by reader name."""
     psnr: float
     """Mean PSNR (dB) of the generated images against their targets: what legibility costs in fidelity
     (the table's PSNR column)."""
@@ -70,7 +90,8 @@ class Arm:
     name: str
     folder: str
     overrides: list[str]
-    results: dict[int, ArmResult] = field(default_factory=dict)
+    results: dict[tuple[str, int], ArmResult] = field(default_factory=dict)
+    """By (held-out set, training seed)."""
 
 
 def label_pairs(seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -80,6 +101,14 @@ def label_pairs(seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]
     pairs = list(itertools.product(english, chinese))
     random.Random(seed).shuffle(pairs)
     return pairs[HELD_OUT:], pairs[:HELD_OUT]
+
+
+def default_readers() -> list[str]:
+    """rapidocr, and Tesseract where it is installed."""
+    if (problem := tesseract_problem()) is not None:
+        logger.warning("scoring with rapidocr only: %s", problem)
+        return ["rapidocr"]
+    return ["rapidocr", "tesseract"]
 
 
 def build_records(root: Path, pairs: list[tuple[str, str]]) -> Path:
@@ -107,24 +136,23 @@ def _uint8_nchw(paths: list[Path]) -> np.ndarray:
 
 
 @torch.no_grad()
-def reference_scores(base: Path, jsonl: Path) -> dict[str, TextScores]:
-    """OCR of the held-out targets, and of their round trip through the base's VAE."""
+def reference_scores(base: Path, jsonl: Path, readers: list[str]) -> dict[str, dict[str, TextScores]]:
+    """Each reader's OCR of the held-out targets, and of their round trip through the base's VAE."""
     vae = AutoencoderKL.from_pretrained(base, subfolder="vae").eval()
-    ocr = load_ocr()
     records = read_records(jsonl)
     targets = _uint8_nchw([resolve_path(jsonl.parent, r.image) for r in records])
     truth = [text for record in records for text in record.gt_text]
-    scores = {}
-    for name, images in (
-        ("target images", targets),
-        ("VAE round trip of the targets", reconstruct(vae, targets)),
-    ):
-        read = [
-            text
-            for image, record in zip(images, records, strict=True)
-            for text in read_boxes(ocr, image.transpose(1, 2, 0), record.box)
-        ]
-        scores[name] = text_scores(read, truth)
+    images = {"target images": targets, "VAE round trip of the targets": reconstruct(vae, targets)}
+    scores: dict[str, dict[str, TextScores]] = {name: {} for name in images}
+    for reader in readers:
+        ocr = load_ocr(OcrConfig(backend=READERS[reader], use_angle_cls=False))
+        for name, batch in images.items():
+            read = [
+                text
+                for image, record in zip(batch, records, strict=True)
+                for text in read_boxes(ocr, image.transpose(1, 2, 0), record.box, record.gt_text)
+            ]
+            scores[name][reader] = text_scores(read, truth)
     return scores
 
 
@@ -134,8 +162,10 @@ def _run(command: list[str], log: Path) -> None:
         subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
 
 
-def train_and_score(arm: Arm, seed: int, args: argparse.Namespace, train: Path, held_out: Path) -> ArmResult:
-    """Trains one arm for one seed (resuming a run already there), then reads its held-out images."""
+def train_and_score(
+    arm: Arm, seed: int, args: argparse.Namespace, train: Path, held_out: dict[str, Path]
+) -> dict[str, ArmResult]:
+    """Trains one arm for one seed (resuming a run already there), then reads each held-out set's images."""
     run = args.out / "runs" / f"{arm.folder}-seed{seed}"
     run.mkdir(parents=True, exist_ok=True)
     launch = [sys.executable, "-m", "train.launch", "--config_file", "launch/accelerate/cpu_1proc.yaml"]
@@ -148,15 +178,33 @@ def train_and_score(arm: Arm, seed: int, args: argparse.Namespace, train: Path, 
         *arm.overrides,
     ]
     _run([*launch, "train/train_controlnet_sdxl.py", "--config", str(CONFIG), *overrides], run / "bench.log")
-    report = args.out / "reports" / f"{arm.folder}-seed{seed}"
+    return {
+        name: _score(run, args.out / "reports" / _folder(name) / f"{arm.folder}-seed{seed}", jsonl, args)
+        for name, jsonl in held_out.items()
+    }
+
+
+def _folder(held_out_set: str) -> str:
+    return "unseen" if held_out_set == UNSEEN else "known"
+
+
+def _score(run: Path, report: Path, held_out: Path, args: argparse.Namespace) -> ArmResult:
+    """Generates one held-out set with the run's ControlNet and reads it with every reader."""
     infer = [
         sys.executable, "-m", "inference", "--checkpoint", str(run / "controlnet"), "--data", str(held_out),
         "--out", str(report), "--steps", "20", "--guidance", "1", "--seeds", *map(str, args.sample_seeds),
     ]  # fmt: skip
-    _run(infer, run / "bench.log")
+    _run([*infer, *(arg for reader in args.reader for arg in ("--reader", reader))], run / "bench.log")
     metrics = json.loads((report / "metrics.json").read_text())
     row = next(r for r in metrics["summary"] if not r["reference"])
-    text = TextScores(row["text_lines"], row["sentence_accuracy"], row["normalized_edit_distance"])
+    text = {
+        reader: TextScores(
+            row[f"{reader}/lines"],
+            row[f"{reader}/sentence_accuracy"],
+            row[f"{reader}/normalized_edit_distance"],
+        )
+        for reader in args.reader
+    }
     return ArmResult(text, _psnr(metrics["images"], report, held_out))
 
 
@@ -174,32 +222,43 @@ def _mean_std(values: list[float], digits: int = 3) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
-def render(arms: list[Arm], references: dict[str, TextScores], args: argparse.Namespace) -> str:
+def render(
+    arms: list[Arm], references: dict[str, dict[str, dict[str, TextScores]]], args: argparse.Namespace
+) -> str:
+    """The table: per held-out set and reader, each arm's scores per seed and the references'."""
     seeds = sorted(args.seeds)
     head = " | ".join(f"seed {s}" for s in seeds)
     lines = [
-        f"{args.steps} steps, batch 4, {RESOLUTION}², {HELD_OUT} held-out keys × {len(args.sample_seeds)} "
-        f"sampling seed(s), 2 labels each; torch {torch.__version__}",
+        f"{args.steps} steps, batch 4, {RESOLUTION}², {HELD_OUT} + {len(UNSEEN_LABELS)} held-out keys × "
+        f"{len(args.sample_seeds)} sampling seed(s), 2 labels each; torch {torch.__version__}",
         "",
-        f"| arm | sentence accuracy: {head} | mean ± std | 1 − NED: {head} | mean ± std | PSNR (dB) |",
-        "|---|" + "---:|" * (2 * len(seeds) + 3),
+        f"| held-out keys | reader | arm | sentence accuracy: {head} | mean ± std | 1 − NED: {head} | "
+        "mean ± std | PSNR (dB) |",
+        "|---|---|---|" + "---:|" * (2 * len(seeds) + 3),
     ]
-    for arm in arms:
-        acc = [arm.results[s].text.sentence_accuracy for s in seeds]
-        ned = [arm.results[s].text.normalized_edit_distance for s in seeds]
-        psnr = _mean_std([arm.results[s].psnr for s in seeds], digits=2)
-        cells = [f"{v:.3f}" for v in acc] + [_mean_std(acc)] + [f"{v:.3f}" for v in ned] + [_mean_std(ned)]
-        lines.append(f"| {arm.name} | " + " | ".join(cells) + f" | {psnr} |")
-    for name, score in references.items():
-        blank = [""] * len(seeds)
-        cells = [
-            *blank,
-            f"{score.sentence_accuracy:.3f}",
-            *blank,
-            f"{score.normalized_edit_distance:.3f}",
-            "",
-        ]
-        lines.append(f"| {name} (reference) | " + " | ".join(cells) + " |")
+    for held_out in SETS:
+        for reader in args.reader:
+            for arm in arms:
+                results = [arm.results[held_out, s] for s in seeds]
+                acc = [r.text[reader].sentence_accuracy for r in results]
+                ned = [r.text[reader].normalized_edit_distance for r in results]
+                psnr = _mean_std([r.psnr for r in results], digits=2)
+                cells = [
+                    *(f"{v:.3f}" for v in acc),
+                    _mean_std(acc),
+                    *(f"{v:.3f}" for v in ned),
+                    _mean_std(ned),
+                ]
+                lines.append(f"| {held_out} | {reader} | {arm.name} | " + " | ".join(cells) + f" | {psnr} |")
+            for name, scores in references[held_out].items():
+                score, blank = scores[reader], [""] * len(seeds)
+                cells = [
+                    *blank,
+                    f"{score.sentence_accuracy:.3f}",
+                    *blank,
+                    f"{score.normalized_edit_distance:.3f}",
+                ]
+                lines.append(f"| {held_out} | {reader} | {name} (reference) | " + " | ".join(cells) + " | |")
     return "\n".join(lines)
 
 
@@ -216,12 +275,20 @@ def main() -> None:
     parser.add_argument(
         "--text-loss", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for the text-loss arm"
     )
+    parser.add_argument(
+        "--reader", action="append", choices=list(READERS),
+        help="OCR readers, repeatable (default: rapidocr, plus tesseract where installed)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.out = args.out.resolve()
+    args.reader = list(dict.fromkeys(args.reader or default_readers()))
     train_pairs, held_out_pairs = label_pairs(seed=0)
     train = build_records(args.out / "data" / "train", train_pairs)
-    held_out = build_records(args.out / "data" / "held_out", held_out_pairs)
+    held_out = {
+        KNOWN: build_records(args.out / "data" / "held_out", held_out_pairs),
+        UNSEEN: build_records(args.out / "data" / "unseen", list(UNSEEN_LABELS)),
+    }
     variant = hashlib.sha256(" ".join(args.text_loss).encode()).hexdigest()[:8] if args.text_loss else ""
     arms = [
         Arm("diffusion loss only", "plain", []),
@@ -234,10 +301,12 @@ def main() -> None:
     jobs = [(arm, seed) for seed in args.seeds for arm in arms]
     with ThreadPoolExecutor(args.jobs) as pool:
         done = pool.map(lambda job: train_and_score(*job, args, train, held_out), jobs)
-        for (arm, seed), result in zip(jobs, done, strict=True):
-            arm.results[seed] = result
-            logger.info("%s, seed %d: %s", arm.name, seed, result)
-    table = render(arms, reference_scores(args.base, held_out), args)
+        for (arm, seed), results in zip(jobs, done, strict=True):
+            for held_out_set, result in results.items():
+                arm.results[held_out_set, seed] = result
+                logger.info("%s, seed %d, %s: %s", arm.name, seed, held_out_set, result)
+    references = {name: reference_scores(args.base, jsonl, args.reader) for name, jsonl in held_out.items()}
+    table = render(arms, references, args)
     logger.info("\n%s", table)
 
 
