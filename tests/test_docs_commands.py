@@ -10,8 +10,10 @@ run; the fast tests check that every such marker is one of NEEDS.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -155,20 +157,35 @@ def run_block(block: Block, workspace: Path) -> None:
         "XDG_CACHE_HOME": str(workspace / ".cache"),
     }
     started = time.monotonic()
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block.code],
-        cwd=workspace,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=BLOCK_TIMEOUT_S,
-        check=False,
-    )
+    # Output into files and the block in its own process group: what a block leaves running (a server
+    # started with `&` before a failing line) neither holds a pipe open nor outlives the block.
+    logs = workspace / ".block-logs"
+    logs.mkdir(exist_ok=True)
+    out_path, err_path = logs / "stdout.txt", logs / "stderr.txt"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        process = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", block.code],
+            cwd=workspace,
+            env=env,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            returncode: int | str = process.wait(timeout=BLOCK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            returncode = f"nothing: it ran past {BLOCK_TIMEOUT_S} s"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    stdout = out_path.read_text(encoding="utf-8", errors="replace")
+    stderr = err_path.read_text(encoding="utf-8", errors="replace")
     print(f"{block}: {time.monotonic() - started:.0f} s")  # where the slow test's time goes (pytest -s)
-    if done.returncode != 0:
+    if returncode != 0:
         raise AssertionError(
-            f"{block} exited {done.returncode}:\n{block.code}\n--- stdout (end)\n{done.stdout[-4000:]}"
-            f"\n--- stderr (end)\n{done.stderr[-6000:]}"
+            f"{block} exited {returncode}:\n{block.code}\n--- stdout (end)\n{stdout[-4000:]}"
+            f"\n--- stderr (end)\n{stderr[-6000:]}"
         )
 
 
