@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     what = parser.add_argument_group("what to serve")
     what.add_argument(
         "--checkpoint", nargs="+", action="extend", required=True, metavar="CKPT",
-        help="run, checkpoint-N or ControlNet folder; several serve several (the first is the default)",
+        help="run, checkpoint-N, best or ControlNet folder; several serve several, and a run brings its "
+        "best/ along; the default is a run's best, else its final weights, else the first given (not a "
+        "step-0 checkpoint)",
     )  # fmt: skip
     what.add_argument("--base", help="base SDXL folder or hub id (default: model.base from skinforge.yaml)")
     what.add_argument(

@@ -190,7 +190,7 @@ def _mount_playground(app: FastAPI, service: Service, history_dir: Path) -> Fast
     import gradio as gr
 
     from serve.history import History
-    from serve.playground import build_playground
+    from serve.playground import CSS, build_playground
 
     blocks = build_playground(service, History(history_dir))
-    return gr.mount_gradio_app(app, blocks, path=UI_PATH, ssr_mode=False, footer_links=[])
+    return gr.mount_gradio_app(app, blocks, path=UI_PATH, ssr_mode=False, footer_links=[], css=CSS)

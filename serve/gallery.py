@@ -1,9 +1,10 @@
 """What the checkpoint gallery shows about each checkpoint: step, training loss, evaluation metrics.
 
 All of it is optional and read from files the project already writes: the loss from the run's
-``metrics.jsonl`` (the trainer's log, the last logged step at or before the checkpoint's), the metrics
-from the ``metrics.json`` of a ``python -m inference`` report (``--report DIR``), matched by name.
-A missing or broken file costs that field, never the service.
+``metrics.jsonl`` (the trainer's ``loss/total``, the last logged step at or before the checkpoint's), how
+a run's ``best/`` was chosen from its ``selection.json``, the metrics from the ``metrics.json`` of a
+``python -m inference`` report (``--report DIR``), matched by name, and the settings a request that leaves
+them out gets (the checkpoint's recipe). A missing or broken file costs that field, never the service.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from inference.checkpoints import ControlNetSource
+from common.run_layout import SELECTION_FILE
+from inference.checkpoints import ControlNetSource, checkpoint_label
 from inference.evaluate import METRICS_FILE
 from inference.sources import owner
+from serve.recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["checkpoint_info", "report_metrics"]
 
 TRAIN_LOG = "metrics.jsonl"
+LOSS_KEY = "loss/total"
+"""The trainer's logged loss (diffusion plus any text loss; ``loss/diffusion`` is its diffusion part)."""
 _SHOWN_METRICS = (
     "edge_f1", "edge_f1_tolerant", "edge_ssim",
     "sentence_accuracy", "normalized_edit_distance", "clip_score", "fid",
@@ -41,8 +46,8 @@ def _last_loss(log: Path, step: int | None) -> float | None:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash mid-write
-        if isinstance(entry, dict) and "loss" in entry and (step is None or entry.get("step", 0) <= step):
-            loss = entry["loss"]
+        if isinstance(entry, dict) and LOSS_KEY in entry and (step is None or entry.get("step", 0) <= step):
+            loss = entry[LOSS_KEY]
     return loss
 
 
@@ -63,15 +68,39 @@ def report_metrics(report_dir: Path | None) -> dict[str, dict[str, Any]]:
     }
 
 
-def checkpoint_info(source: ControlNetSource, metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Name, step, folder, base, loss and metrics (the last two only when found)."""
+def _selection(source: ControlNetSource) -> dict[str, Any] | None:
+    """How a run's best/ was chosen (metric, step, score), from its selection.json."""
+    path = source.controlnet_dir / SELECTION_FILE
+    try:
+        selection = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        logger.warning("cannot read %s: %s", path, err)
+        return None
+    return selection if isinstance(selection, dict) else None
+
+
+def checkpoint_info(
+    source: ControlNetSource, metrics: dict[str, dict[str, Any]], recipe: Recipe | None = None
+) -> dict[str, Any]:
+    """Name, label, step, folder, base, the request defaults, and (when found) loss, metrics and, for a
+    run's best/, how it was selected."""
     folder = owner(source)
+    recipe = recipe or Recipe()
     info: dict[str, Any] = {
         "name": source.name,
+        "label": checkpoint_label(source.name, source.step),
         "step": source.step,
         "path": str(folder),
         "base": source.base,
+        "defaults": {
+            "resolution": recipe.resolution,
+            "guidance": recipe.guidance,
+            "steps": recipe.steps,
+            "scheduler": recipe.scheduler or "base",
+        },
     }
+    if source.best and (selection := _selection(source)) is not None:
+        info["selected_by"] = selection
     for run in (folder, folder.parent):
         if (run / TRAIN_LOG).is_file():
             loss = _last_loss(run / TRAIN_LOG, source.step)

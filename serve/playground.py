@@ -4,6 +4,12 @@ It runs on the service's own queue and worker (``Service.submit``), so playgroun
 clients share one pipeline, one batcher and the same limits. Every output is autosaved by
 ``serve.history`` (PNG with metadata text chunks + a history.jsonl line) and can be re-run from the
 history tab with exactly its settings and condition.
+
+It opens on the default checkpoint (a run's best, else its final weights) with that checkpoint's own
+recipe (size, guidance, steps, scheduler from its skinforge.yaml, see ``serve.recipe``) and an example of
+its own task (the first record of its run's data: a circle outline and its colours for fill runs), so
+the first press of Generate shows what the checkpoint learned. Small outputs are shown enlarged with
+sharp pixels (the saved file keeps its size).
 """
 
 from __future__ import annotations
@@ -19,36 +25,26 @@ from inference.settings import SCHEDULER_NAMES
 from serve.errors import ServeError
 from serve.history import History
 from serve.jobqueue import QueueFull
-from serve.schema import GenerateRequest, parse_fields
+from serve.recipe import Recipe, example
+from serve.schema import BASE_SCHEDULER, GenerateRequest, parse_fields
 from serve.service import Service
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_playground", "example_condition"]
+__all__ = ["CSS", "DISPLAY_SIDE", "build_playground"]
 
-_BASE_SCHEDULER = "base"
+DISPLAY_SIDE = 384
+"""Pixels the output is shown at, at least: a 128² image at its own size is a thumbnail."""
+CSS = f"""
+#output img {{ min-width: {DISPLAY_SIDE}px; min-height: {DISPLAY_SIDE}px; width: 100%; height: 100%;
+  object-fit: contain; image-rendering: pixelated; }}
+#condition img {{ image-rendering: pixelated; }}
+"""
+"""The playground's style (mounted with it): the output enlarged in display only, nearest neighbour."""
 _SETTING_FIELDS = (
     "prompt", "negative_prompt", "steps", "guidance", "conditioning_scale", "control_start", "control_end",
     "width", "height", "scheduler", "adaptive_threshold",
 )  # fmt: skip
-
-
-def example_condition(size: int = 512) -> Image.Image:
-    """A keyboard-like edge map (key outlines on black) to start from without an upload."""
-    image = Image.new("RGB", (size, size))
-    pixels = image.load()
-    assert pixels is not None
-    keys, margin = 4, size // 16
-    pitch = (size - 2 * margin) // keys
-    for row in range(keys):
-        for column in range(keys):
-            left, top = margin + column * pitch + 2, margin + row * pitch + 2
-            right, bottom = left + pitch - 4, top + pitch - 4
-            for x in range(left, right):
-                pixels[x, top] = pixels[x, bottom] = (255, 255, 255)
-            for y in range(top, bottom):
-                pixels[left, y] = pixels[right, y] = (255, 255, 255)
-    return image
 
 
 def _png(image: Image.Image) -> bytes:
@@ -87,12 +83,31 @@ class Playground:
     # ---------------------------------------------------------------- checkpoints
 
     def gallery_rows(self) -> list[list[Any]]:
+        """Checkpoint (label; the default marked), step, training loss, and what it was scored."""
         rows = []
+        default = self.service.registry.default
         for entry in self.service.registry.describe()["checkpoints"]:
             metrics = entry.get("metrics") or {}
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, int | float))
-            rows.append([entry["name"], entry.get("step"), entry.get("loss"), shown])
+            shown = [f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, int | float)]
+            selected = entry.get("selected_by") or {}
+            if isinstance(selected.get("score"), int | float):
+                shown.insert(0, f"kept as best by {selected.get('metric')}: {selected['score']:.3f}")
+            name = entry.get("label", entry["name"]) + (" (default)" if entry["name"] == default else "")
+            rows.append([name, entry.get("step"), entry.get("loss"), ", ".join(shown)])
         return rows
+
+    def recipe(self, name: str) -> Recipe:
+        return self.service.registry.recipes[name]
+
+    def recipe_settings(self, name: str) -> tuple[int, float, str, int, int]:
+        """Steps, guidance, scheduler, width and height of ``name``'s recipe (when it is picked)."""
+        recipe = self.recipe(name)
+        side = recipe.resolution or 0
+        return recipe.steps, recipe.guidance, recipe.scheduler or BASE_SCHEDULER, side, side
+
+    def example(self, name: str) -> tuple[Image.Image, str]:
+        """The example condition and prompt of ``name``'s own task."""
+        return example(self.recipe(name))
 
     # ---------------------------------------------------------------- generation
 
@@ -125,7 +140,7 @@ class Playground:
         fields: dict[str, Any] = {
             "prompt": prompt, "negative_prompt": negative or "", "steps": int(steps), "guidance": guidance,
             "conditioning_scale": scale, "control_start": start, "control_end": end,
-            "scheduler": None if scheduler == _BASE_SCHEDULER else scheduler,
+            "scheduler": scheduler,
             "width": int(width) or None, "height": int(height) or None,
             "seed": None if seed is None or seed < 0 else int(seed),
         }  # fmt: skip
@@ -212,8 +227,6 @@ class Playground:
         entry = self.history.entries()[int(index)]
         condition = Image.open(self.history.path(entry, "condition_path")).convert("RGB")
         fields = {key: entry[key] for key in _SETTING_FIELDS if key in entry}
-        if fields.get("scheduler") == _BASE_SCHEDULER:
-            fields["scheduler"] = None
         if "adaptive_threshold" in fields:
             fields["adaptive_steps"] = True
         fields.update(seed=entry["seed"], checkpoint=entry["checkpoint"], image=_png(condition))
@@ -228,7 +241,12 @@ class Playground:
 def build_playground(service: Service, history: History) -> gr.Blocks:
     """The Gradio app; mount it with ``gr.mount_gradio_app(app, blocks, path="/ui")``."""
     ui = Playground(service, history)
-    names = service.registry.names
+    registry = service.registry
+    names, default = registry.names, registry.default
+    choices = [(registry.label(name), name) for name in names]
+    recipe = ui.recipe(default)
+    example_image, example_prompt = ui.example(default)
+    first_steps, first_guidance, first_scheduler, first_width, first_height = ui.recipe_settings(default)
     with gr.Blocks(title="skinforge playground", analytics_enabled=False) as blocks:
         gr.Markdown("## skinforge ControlNet playground")
         with gr.Tab("Generate"):
@@ -238,9 +256,10 @@ def build_playground(service: Service, history: History) -> gr.Blocks:
             )  # fmt: skip
             with gr.Row():
                 with gr.Column():
-                    checkpoint = gr.Dropdown(names, value=names[0], label="Checkpoint", elem_id="checkpoint")
+                    checkpoint = gr.Dropdown(choices, value=default, label="Checkpoint", elem_id="checkpoint")
                     with gr.Tab("Upload"):
                         uploaded = gr.Image(
+                            example_image,
                             type="pil",
                             label="Control image",
                             sources=["upload", "clipboard"],
@@ -253,34 +272,44 @@ def build_playground(service: Service, history: History) -> gr.Blocks:
                         canny = gr.Checkbox(False, label="Apply Canny to the uploaded image", elem_id="canny")
                         low = gr.Number(100, label="Canny low", precision=0)
                         high = gr.Number(200, label="Canny high", precision=0)
-                    prompt = gr.Textbox("a keyboard skin", label="Prompt", elem_id="prompt")
+                    prompt = gr.Textbox(example_prompt, label="Prompt", elem_id="prompt")
                     negative = gr.Textbox("", label="Negative prompt")
                     with gr.Row():
                         seed = gr.Number(0, label="Seed (-1: random)", precision=0, elem_id="seed")
                         steps = gr.Slider(
-                            1, service.config.limits.max_steps, 20, step=1, label="Steps", elem_id="steps"
-                        )
+                            1, service.config.limits.max_steps, first_steps, step=1, label="Steps",
+                            elem_id="steps",
+                        )  # fmt: skip
                     with gr.Accordion("Settings", open=False):
-                        guidance = gr.Slider(0, 20, 5.0, step=0.5, label="Guidance")
+                        guidance = gr.Slider(
+                            0, 20, first_guidance, step=0.5, label="Guidance", elem_id="guidance"
+                        )
                         scale = gr.Slider(0, 2, 1.0, step=0.05, label="Conditioning scale")
                         start = gr.Slider(0, 1, 0.0, step=0.05, label="Control start")
                         end = gr.Slider(0, 1, 1.0, step=0.05, label="Control end")
                         scheduler = gr.Dropdown(
-                            [_BASE_SCHEDULER, *SCHEDULER_NAMES], value=_BASE_SCHEDULER, label="Scheduler"
-                        )
-                        width = gr.Number(0, label="Width (0: the condition's)", precision=0)
-                        height = gr.Number(0, label="Height (0: the condition's)", precision=0)
+                            [BASE_SCHEDULER, *SCHEDULER_NAMES], value=first_scheduler, label="Scheduler",
+                            elem_id="scheduler",
+                        )  # fmt: skip
+                        trained = f"trained at {recipe.resolution}²" if recipe.resolution else None
+                        width = gr.Number(first_width, label="Width (0: the condition's)", info=trained,
+                                          precision=0, elem_id="width")  # fmt: skip
+                        height = gr.Number(first_height, label="Height (0: the condition's)", info=trained,
+                                           precision=0, elem_id="height")  # fmt: skip
                         adaptive = gr.Checkbox(False, label="Adaptive steps (stop when the latents settle)")
                         threshold = gr.Number(0.02, label="Adaptive threshold")
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column():
-                    output = gr.Image(type="pil", label="Output", elem_id="output", interactive=False)
+                    output = gr.Image(
+                        type="pil", label="Output", elem_id="output", interactive=False,
+                        height=DISPLAY_SIDE + 48, buttons=["download"],
+                    )  # fmt: skip
                     saved = gr.Markdown(elem_id="saved")
                     metadata = gr.JSON(label="Metadata (saved with the image)", elem_id="metadata")
             with gr.Group():
                 gr.Markdown("### Compare checkpoints (same condition, prompt, seed and settings)")
                 chosen = gr.CheckboxGroup(
-                    names, value=names, label="Checkpoints", elem_id="compare-checkpoints"
+                    choices, value=names, label="Checkpoints", elem_id="compare-checkpoints"
                 )
                 compare = gr.Button("Compare", elem_id="compare")
                 compared = gr.Gallery(label="Side by side", columns=max(2, len(names)), elem_id="compared")
@@ -297,7 +326,8 @@ def build_playground(service: Service, history: History) -> gr.Blocks:
             prompt, negative, seed, steps, guidance, scale, start, end, scheduler, width, height,
             adaptive, threshold,
         ]  # fmt: skip
-        example.click(lambda: example_condition(), None, uploaded)
+        example.click(ui.example, checkpoint, [uploaded, prompt])
+        checkpoint.change(ui.recipe_settings, checkpoint, [steps, guidance, scheduler, width, height])
         run.click(ui.generate, [checkpoint, uploaded, drawn, canny, low, high, *settings],
                   [output, metadata, history_gallery, saved])  # fmt: skip
         compare.click(

@@ -6,6 +6,10 @@ pipeline with its own scheduler instance and the checkpoint's ControlNet: weight
 per-call state (scheduler step index, ``_interrupt``, guidance) is not, so no call can trip over
 another's (a shared scheduler's step index is the classic crash of diffusers-based servers).
 The prompt-embedding cache of the base is shared by all of its checkpoints and requests.
+
+A run folder brings its ``best/`` (``validation.select_best``) along, and the default checkpoint is a
+run's best, else its final weights, never the untrained ``checkpoint-0`` a glob lists first. Each
+checkpoint's recipe (``serve.recipe``) gives the settings a request leaves out.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from typing import Any
 import torch
 from diffusers import ControlNetModel
 
-from inference.checkpoints import ControlNetSource
+from inference.checkpoints import ControlNetSource, checkpoint_label, default_source, with_run_best
 from inference.pipeline import ControlNetPipeline, load_pipeline
 from inference.schedulers import make_scheduler
 from inference.settings import DTYPES, ComponentDtypes, SpeedSettings, dtype_name
 from inference.sources import resolve_sources
 from inference.speed import prepare_controlnet
 from serve.gallery import checkpoint_info, report_metrics
+from serve.recipe import Recipe, read_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +76,8 @@ class Registry:
     ) -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {device} requested but no CUDA device is available")
-        self.sources = resolve_sources(checkpoints, base)  # fails fast, before any load
+        self.sources = resolve_sources(with_run_best(checkpoints), base)  # fails fast, before any load
+        self.recipes: dict[str, Recipe] = {source.name: read_recipe(source) for source in self.sources}
         self._metrics = report_metrics(report)
         self.device = device
         self.speed = speed
@@ -91,7 +97,13 @@ class Registry:
 
     @property
     def default(self) -> str:
-        return self.sources[0].name
+        """A run's best, else its final weights, else the first given that is not step 0."""
+        return default_source(self.sources).name
+
+    def label(self, name: str) -> str:
+        """How people see ``name``: "best (step 300)", "final (step 400)", "checkpoint-100"."""
+        source = next(source for source in self.sources if source.name == name)
+        return checkpoint_label(name, source.step)
 
     def load(self) -> None:
         """Load every base and ControlNet (slow; the service is not ready until this returns)."""
@@ -105,9 +117,8 @@ class Registry:
                 eager = pipe.eager.get("controlnet")
             else:
                 module, eager = self._load_controlnet(source, self._bases[key])
-            self.checkpoints[source.name] = Checkpoint(
-                source, key, module, eager, checkpoint_info(source, self._metrics)
-            )
+            info = checkpoint_info(source, self._metrics, self.recipes[source.name])
+            self.checkpoints[source.name] = Checkpoint(source, key, module, eager, info)
         first = next(iter(self._bases.values())).pipe.encoder.pipe.tokenizer
         self._counting_tokenizer = copy.deepcopy(first)
         logger.info("Loaded %d checkpoint(s) on %d base(s): %s", len(self.checkpoints), len(self._bases),

@@ -4,6 +4,11 @@ JSON carries images as base64 strings, multipart as files; both become the same 
 whose images are raw bytes, so everything after parsing has one path. Limits that depend on the
 running service (max steps, known checkpoints and schedulers) are checked in ``check_request``
 against the config, with errors naming the field.
+
+Sampling settings a request leaves out (``steps``, ``guidance``, ``scheduler``, the size) are the
+checkpoint's own recipe, from its skinforge.yaml (``serve.recipe``): a ControlNet trained at 128² with
+guidance 1 gets 128² and guidance 1, not SDXL's 1024² and 5. ``GET /checkpoints`` lists each checkpoint's
+``defaults``.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from inference.settings import SCHEDULER_NAMES, SIZE_MULTIPLE
 from serve.config import Limits
 from serve.errors import RequestError
 
-__all__ = ["IMAGE_FIELDS", "GenerateRequest", "check_request", "parse_fields"]
+__all__ = ["BASE_SCHEDULER", "IMAGE_FIELDS", "GenerateRequest", "check_request", "parse_fields"]
 
 IMAGE_FIELDS = ("image", "source_image")
+BASE_SCHEDULER = "base"
+"""``scheduler`` value asking for the base model's own scheduler, whatever the checkpoint's recipe says."""
 
 
 class GenerateRequest(BaseModel):
@@ -37,14 +44,19 @@ class GenerateRequest(BaseModel):
     canny_high: int = Field(200, ge=0, le=1000)
     seed: int | None = Field(None, ge=0, lt=2**63)
     """None: a random seed, returned in the metadata so the image can be made again."""
-    steps: int = Field(20, ge=1)
-    guidance: float = Field(5.0, ge=0.0, le=50.0)
+    steps: int | None = Field(None, ge=1)
+    """None: the checkpoint's ``validation.num_inference_steps`` (20 without a recipe)."""
+    guidance: float | None = Field(None, ge=0.0, le=50.0)
+    """None: the checkpoint's ``validation.guidance_scale`` (5.0 without a recipe)."""
     conditioning_scale: float = Field(1.0, ge=0.0, le=5.0)
     control_start: float = Field(0.0, ge=0.0, le=1.0)
     control_end: float = Field(1.0, ge=0.0, le=1.0)
     width: int | None = None
     height: int | None = None
+    """Both None: the condition's aspect at the checkpoint's training pixel count (``data.resolution``²;
+    the condition's own size without a recipe); one None: the condition's size on that side."""
     scheduler: str | None = None
+    """None: the checkpoint's ``validation.scheduler``, else the base's; ``base``: the base's."""
     checkpoint: str | None = None
     adaptive_steps: bool = False
     """Stop denoising once successive latents change less than ``adaptive_threshold`` (relative)."""
@@ -125,14 +137,13 @@ def check_request(request: GenerateRequest, limits: Limits, checkpoints: list[st
         )
     if len(request.negative_prompt) > limits.max_prompt_chars:
         raise RequestError("negative_prompt", f"too long: max {limits.max_prompt_chars} characters")
-    if request.steps > limits.max_steps:
+    if request.steps is not None and request.steps > limits.max_steps:
         raise RequestError("steps", f"must be <= {limits.max_steps}, got {request.steps}")
     _check_side("width", request.width, limits)
     _check_side("height", request.height, limits)
-    if request.scheduler is not None and request.scheduler not in SCHEDULER_NAMES:
-        raise RequestError(
-            "scheduler", f"unknown scheduler {request.scheduler!r}; one of {', '.join(SCHEDULER_NAMES)}"
-        )
+    if request.scheduler is not None and request.scheduler not in (BASE_SCHEDULER, *SCHEDULER_NAMES):
+        names = ", ".join((BASE_SCHEDULER, *SCHEDULER_NAMES))
+        raise RequestError("scheduler", f"unknown scheduler {request.scheduler!r}; one of {names}")
     if request.checkpoint is not None and request.checkpoint not in checkpoints:
         raise RequestError(
             "checkpoint", f"unknown checkpoint {request.checkpoint!r}; one of {', '.join(checkpoints)}"

@@ -3,11 +3,13 @@
 ``Service.submit`` turns a validated ``GenerateRequest`` into a queued ``Job`` (decoding and Canny
 happen here, on the caller's thread, so bad images fail before taking a queue slot); the worker
 answers the job's future. Loading runs in the background so ``/healthz`` can say "loading" meanwhile.
+Settings a request leaves out come from its checkpoint's recipe (``serve.recipe``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -23,15 +25,16 @@ from serve.images import canny_condition, decode_image
 from serve.jobqueue import JobQueue
 from serve.jobs import Job
 from serve.metrics import ServeMetrics
+from serve.recipe import Recipe
 from serve.registry import Registry
-from serve.schema import GenerateRequest, check_request
+from serve.schema import BASE_SCHEDULER, GenerateRequest, check_request
 from serve.worker import Worker
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["NotReady", "Service"]
 
-_ECHOED = ("prompt", "negative_prompt", "guidance", "conditioning_scale", "control_start", "control_end")
+_ECHOED = ("prompt", "negative_prompt", "conditioning_scale", "control_start", "control_end")
 
 
 class NotReady(ServeError):
@@ -100,14 +103,21 @@ class Service:
         source = decode_image("source_image", request.source_image, limits)
         return canny_condition(source, request.canny_low, request.canny_high)
 
-    def _size(self, request: GenerateRequest, condition: Image.Image) -> tuple[int, int]:
-        """Requested size, else the condition's (rounded down to a multiple of 8), within the limits."""
+    def _size(self, request: GenerateRequest, condition: Image.Image, recipe: Recipe) -> tuple[int, int]:
+        """Requested size; with neither side given and a training resolution, the condition's aspect at
+        that many pixels (a 512² drawing for a 128² ControlNet is made at 128²); else the condition's own
+        size (rounded down to a multiple of 8), within the limits."""
         limits = self.config.limits
         field = "image" if request.image is not None else "source_image"
+        own_width, own_height = condition.width, condition.height
+        if request.width is None and request.height is None and recipe.resolution is not None:
+            scale = recipe.resolution / math.sqrt(own_width * own_height)
+            own_width = max(SIZE_MULTIPLE, round(own_width * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+            own_height = max(SIZE_MULTIPLE, round(own_height * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
         sides = []
         for name, given, own in (
-            ("width", request.width, condition.width),
-            ("height", request.height, condition.height),
+            ("width", request.width, own_width),
+            ("height", request.height, own_height),
         ):
             side = given if given is not None else own - own % SIZE_MULTIPLE
             if given is None and not limits.min_side <= side <= limits.max_side:
@@ -133,10 +143,15 @@ class Service:
             raise NotReady("the checkpoints are still loading" if not self.load_error else self.load_error)
         check_request(request, self.config.limits, self.registry.names)
         self._check_prompt_tokens(request)
+        checkpoint = request.checkpoint or self.registry.default
+        recipe = self.registry.recipes[checkpoint]
         condition = self._condition(request)
-        size = self._size(request, condition)
+        size = self._size(request, condition, recipe)
+        steps = request.steps or min(recipe.steps, self.config.limits.max_steps)  # the schema: >= 1 or None
+        guidance = request.guidance if request.guidance is not None else recipe.guidance
+        scheduler = recipe.scheduler if request.scheduler is None else request.scheduler
         timeout = request.timeout or self.config.timeout_s
-        echoed = {name: getattr(request, name) for name in _ECHOED}
+        echoed = {name: getattr(request, name) for name in _ECHOED} | {"guidance": guidance}
         if request.source_image is not None:
             echoed.update(
                 preprocess=request.preprocess, canny_low=request.canny_low, canny_high=request.canny_high
@@ -144,18 +159,18 @@ class Service:
         if request.adaptive_steps:
             echoed["adaptive_threshold"] = request.adaptive_threshold
         return Job(
-            checkpoint=request.checkpoint or self.registry.default,
+            checkpoint=checkpoint,
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             condition=condition,
             seed=request.seed if request.seed is not None else secrets.randbelow(2**32),
             size=size,
-            steps=request.steps,
-            guidance=request.guidance,
+            steps=steps,
+            guidance=guidance,
             conditioning_scale=request.conditioning_scale,
             control_start=request.control_start,
             control_end=request.control_end,
-            scheduler=request.scheduler,
+            scheduler=None if scheduler == BASE_SCHEDULER else scheduler,
             adaptive_threshold=request.adaptive_threshold if request.adaptive_steps else None,
             deadline=time.monotonic() + timeout,
             request_fields=echoed,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_serve
 from diffusers import ControlNetModel, UNet2DConditionModel
 from PIL import Image
 
@@ -22,6 +23,8 @@ from inference.checkpoints import resolve_checkpoint
 from inference.grid import MISSING_CELL, SEPARATOR, TITLE_HEIGHT, grid_size, make_grid
 from inference.pipeline import GenerationSettings, generate, load_pipeline, output_size
 from train.tiny_sdxl import build_tiny_controlnet
+
+best_run = test_serve.best_run
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -378,3 +381,49 @@ def test_final_weights_chart_once_and_keep_runs_apart(
     assert plot_steps([resolve_checkpoint(run / checkpoint_dir.name), final]) == {"checkpoint-3": 3}
     both = _unique_names([final, resolve_checkpoint(tmp_path / "runB")])
     assert [s.name for s in both] == ["runA-final", "runB-final"], "two runs' finals never share a folder"
+
+
+# --------------------------------------------------------------------------- a run's best/
+
+
+@pytest.mark.slow
+def test_a_runs_best_resolves_comes_with_its_run_and_is_the_default(best_run: Path) -> None:
+    from inference.checkpoints import default_source, with_run_best
+
+    selection = json.loads((best_run / "best" / "selection.json").read_text())
+    best = resolve_checkpoint(best_run / "best")
+    assert (best.name, best.step, best.best, best.final) == ("best", selection["step"], True, False)
+    assert best.base is not None and Path(best.base).is_dir(), "the base comes from best/skinforge.yaml"
+
+    listed = [best_run / "checkpoint-0", best_run / "checkpoint-2", best_run]
+    assert with_run_best(listed) == [*listed, best_run / "best"]
+    assert with_run_best([*listed, best_run / "best"]) == [*listed, best_run / "best"], "not twice"
+    assert with_run_best(listed[:2]) == listed[:2], "checkpoints alone bring nothing along"
+
+    sources = [resolve_checkpoint(path) for path in with_run_best(listed)]
+    assert default_source(sources).name == "best"
+    assert default_source(sources[:3]).name == "final"
+    assert default_source(sources[:2]).name == "checkpoint-2", "never the untrained checkpoint-0"
+    assert default_source(sources[:1]).name == "checkpoint-0", "unless it is all there is"
+
+
+@pytest.mark.slow
+def test_cli_lists_a_runs_best_as_a_column_and_the_report_marks_it(best_run: Path, tmp_path: Path) -> None:
+    """``python -m inference --checkpoint RUN/checkpoint-* RUN``: best/ is a column, named with its
+    step and marked as the one training kept."""
+    selection = json.loads((best_run / "best" / "selection.json").read_text())
+    data = build_fill(tmp_path / "held_out", n=2, resolution=SIZE, seed=7)
+    out = tmp_path / "out"
+    checkpoints = sorted(str(path) for path in best_run.glob("checkpoint-*"))
+    code = main(["--checkpoint", *checkpoints, str(best_run), "--data", str(data), "--out", str(out),
+                 "--steps", "2", "--no-ocr", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    names = [entry["name"] for entry in report["checkpoints"]]
+    assert names == ["checkpoint-0", "checkpoint-2", "final", "best"]
+    assert report["checkpoints"][-1]["step"] == selection["step"]
+    assert len(list((out / "images" / "best").glob("*.png"))) == 2
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert f"best (step {selection['step']})" in html
+    assert "kept by training: edge_f1_tolerant" in html
+    assert "best by edge SSIM" not in html, "SSIM never names a best checkpoint"

@@ -80,13 +80,36 @@ def serve_run(
         folder = run / f"checkpoint-{step}"
         shutil.copytree(controlnet, folder / "controlnet")
         (folder / "skinforge.yaml").write_text(f"model:\n  base: {tiny_sdxl_dir}\n")
-    (run / "metrics.jsonl").write_text(
-        "".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2, 3, 4))
+    (run / "metrics.jsonl").write_text(  # the trainer's keys
+        "".join(
+            json.dumps({"step": s, "loss/total": 1.0 / s, "loss/diffusion": 0.9 / s}) + "\n"
+            for s in (1, 2, 3, 4)
+        )
     )
     report = run.parent / "report"
     report.mkdir()
     summary = [{"checkpoint": "checkpoint-2", "step": 2, "edge_f1": 0.25, "fid": None}]
     (report / "metrics.json").write_text(json.dumps({"summary": summary}))
+    return run
+
+
+@pytest.fixture(scope="session")
+def best_run(tiny_sdxl_dir: Path, fill_jsonl: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real training run with ``validation.select_best``: checkpoint-0 (the untrained copy),
+    checkpoint-2, the final ControlNet and best/; its recipe: 64², guidance 1.0, 2 steps, fill circles."""
+    from training_helpers import run_training
+
+    run = tmp_path_factory.mktemp("best_run") / "run"
+    run_training([
+        f"model.base={tiny_sdxl_dir}", f"data.train_jsonl={fill_jsonl}", "data.resolution=64",
+        f"train.output_dir={run}", "train.batch_size=2", "train.lr_warmup_steps=0", "train.num_threads=2",
+        "train.max_steps=2", "log.progress_bar=false", "log.tensorboard=false", "log.every_n_steps=1",
+        "checkpoint.every_n_steps=2", "checkpoint.save_at_start=true", "validation.every_n_steps=1",
+        "validation.num_inference_steps=2", "validation.guidance_scale=1.0", f"validation.jsonl={fill_jsonl}",
+        "validation.max_records=2", "validation.denoising_advantage=false",
+        "validation.select_best=edge_f1_tolerant",
+    ])  # fmt: skip
+    assert (run / "best" / "selection.json").is_file() and (run / "checkpoint-0").is_dir()
     return run
 
 
@@ -294,10 +317,16 @@ def test_checkpoints_gallery(server: BackgroundServer) -> None:
     assert body["default"] == "checkpoint-2"
     first, second = body["checkpoints"]
     assert (first["name"], first["step"], first["loss"], first["metrics"]) == (
-        "checkpoint-2", 2, 0.5, {"edge_f1": 0.25},
-    )  # fmt: skip
+        "checkpoint-2",
+        2,
+        0.5,
+        {"edge_f1": 0.25},
+    )  # fmt: skip  (loss: the trainer's loss/total at step 2)
     assert (second["name"], second["step"], second["loss"]) == ("checkpoint-4", 4, 0.25)
     assert "metrics" not in second
+    # no recipe in their skinforge.yaml: inference's own defaults, the condition's size
+    assert first["defaults"] == {"resolution": None, "guidance": 5.0, "steps": 20, "scheduler": "base"}
+    assert first["label"] == "checkpoint-2" and "selected_by" not in first
 
 
 def test_healthz_ready_only_after_load(serve_run: Path, condition_png: bytes) -> None:
@@ -487,3 +516,63 @@ def test_cli_serves_and_rejects_bad_paths(serve_run: Path, condition_png: bytes,
     output = process.stdout.read() if process.stdout else ""
     assert code in (0, -15), output  # uvicorn shuts down gracefully, then re-raises SIGTERM
     assert "Finished server process" in output
+
+
+def _start_cli(arguments: list[str]) -> tuple[subprocess.Popen, str]:
+    """``python -m serve`` on a free port, once /healthz answers 200."""
+    port = _free_port()
+    command = [sys.executable, "-m", "serve", *arguments, "--port", str(port)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while not _healthy(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(process.stdout.read() if process.stdout else "serve did not start")
+        time.sleep(0.2)
+    return process, url
+
+
+@pytest.mark.slow
+def test_cli_serves_a_runs_best_by_default_with_its_recipe(best_run: Path) -> None:
+    """The README's ``--checkpoint RUN/checkpoint-* RUN``: checkpoint-0 comes first in the list, yet the
+    default is the run's best/ (brought along by the run folder), and what a request leaves out is the
+    run's recipe (64², guidance 1.0, 2 steps), not SDXL's defaults."""
+    selection = json.loads((best_run / "best" / "selection.json").read_text())
+    checkpoints = sorted(str(path) for path in best_run.glob("checkpoint-*"))
+    assert Path(checkpoints[0]).name == "checkpoint-0"
+    process, url = _start_cli(["--checkpoint", *checkpoints, str(best_run)])
+    try:
+        listed = httpx.get(url + "/checkpoints", timeout=10).json()
+        names = [entry["name"] for entry in listed["checkpoints"]]
+        assert names == ["checkpoint-0", "checkpoint-2", "final", "best"] and listed["default"] == "best"
+        best = listed["checkpoints"][-1]
+        assert best["label"] == f"best (step {selection['step']})" and best["step"] == selection["step"]
+        assert best["selected_by"] == selection
+        assert best["defaults"] == {"resolution": 64, "guidance": 1.0, "steps": 2, "scheduler": "base"}
+        assert isinstance(best["loss"], float), "the gallery reads the trainer's loss/total"
+
+        big = png(Image.new("RGB", (128, 128)))  # a 128² drawing for a ControlNet trained at 64²
+        answer = generate(url, big, seed=0)
+        metadata = json.loads(answer.headers["x-skinforge-metadata"])
+        assert answer.status_code == 200 and answer.headers["x-checkpoint"] == "best"
+        assert (metadata["steps"], metadata["guidance"], metadata["width"], metadata["height"]) == (
+            2,
+            1.0,
+            64,
+            64,
+        )
+        given = json.loads(
+            generate(
+                url, big, seed=0, steps=3, guidance=2.5, width=128, height=64, checkpoint="final"
+            ).headers["x-skinforge-metadata"]
+        )
+        assert (given["checkpoint"], given["steps"], given["guidance"], given["width"]) == (
+            "final",
+            3,
+            2.5,
+            128,
+        )
+    finally:
+        process.terminate()
+        process.wait(30)

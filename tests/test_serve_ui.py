@@ -21,6 +21,7 @@ from PIL import Image
 from test_serve import config
 
 from serve.app import create_app
+from serve.config import ServeConfig
 from serve.history import HISTORY_FILE
 from serve.images import read_png_metadata
 from serve.testing import BackgroundServer
@@ -118,3 +119,56 @@ def test_playground_generates_saves_compares_and_reruns(
             assert np.array_equal(first, again)  # same settings and condition, same picture
         finally:
             browser.close()
+
+
+best_run = test_serve.best_run
+
+
+@pytest.mark.slow
+def test_playground_opens_on_the_runs_best_with_its_recipe_and_task(
+    chromium: str, best_run: Path, fill_jsonl: Path, tmp_path: Path
+) -> None:
+    """Served as the README says (``checkpoint-* RUN``), the playground opens on the run's best/, at its
+    recipe (64², guidance 1, 2 steps) with its first validation record as the example (a circle outline
+    and its colours), so Generate works at once; the 64² output is shown at least 384 px wide, sharp, and
+    saved at its own size."""
+    from playwright.sync_api import sync_playwright
+
+    first = json.loads(fill_jsonl.read_text().splitlines()[0])
+    history = tmp_path / "history"
+    checkpoints = (*sorted(str(p) for p in best_run.glob("checkpoint-*")), str(best_run))
+    with (
+        BackgroundServer(create_app(ServeConfig(checkpoints, history_dir=history))) as running,
+        sync_playwright() as pw,
+    ):
+        running.wait_ready()
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(running.url + "/ui/")
+            page.wait_for_selector("#generate")
+            assert page.locator("#prompt textarea").input_value() == first["text"]
+            assert "circle with" in first["text"] and "keyboard" not in page.inner_text("body")
+            assert page.locator("#steps input[type=number]").input_value() == "2"
+            assert float(page.locator("#guidance input[type=number]").input_value()) == 1.0
+            assert page.locator("#width input").input_value() == "64"
+            assert page.locator("#checkpoint input").input_value().startswith("best (step")
+            page.wait_for_selector("#condition img")  # the example condition, no upload needed
+            page.click("#generate")
+            page.wait_for_selector("#saved :text('Saved images/')")
+            shown = page.locator("#output img").bounding_box()
+            assert shown is not None and min(shown["width"], shown["height"]) >= 384, shown
+            rendering = page.locator("#output img").evaluate("img => getComputedStyle(img).imageRendering")
+            assert rendering == "pixelated"
+            page.screenshot(path=str(tmp_path / "playground_best.png"), full_page=True)
+        finally:
+            browser.close()
+    [entry] = _entries(history)
+    assert (entry["checkpoint"], entry["steps"], entry["guidance"], entry["width"]) == ("best", 2, 1.0, 64)
+    assert entry["prompt"] == first["text"]
+    with Image.open(history / entry["image_path"]) as saved:
+        assert saved.size == (64, 64), "enlarged on the page only, not in the saved file"
+    condition = np.asarray(Image.open(history / entry["condition_path"]).convert("L"))
+    original = fill_jsonl.parent / first["conditioning_image"]
+    assert np.array_equal(condition, np.asarray(Image.open(original).convert("L")))
