@@ -21,13 +21,13 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from diffusers.optimization import get_scheduler
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode
 
 from data.records import Record
 from train.config import SkinforgeConfig
 from train.memory_savers import apply_model_savers, controlnet_param_groups, make_optimizer
 from train.nonfinite import NonFiniteGuard
 from train.plan.cuda_autocast import cuda_autocast_policy
+from train.plan.flops import FlopCount
 from train.plan.models import build_meta_models, to_fake
 from train.plan.tracker import MemoryPeak, MemoryTracker
 from train.step_losses import ControlNetStepLosses
@@ -175,7 +175,7 @@ def trace_step(
     # With the optimizer state in place, ga 1 is at its steady state from the first micro-step; with
     # accumulation the second micro-step of a window holds the first's gradients throughout.
     micro_steps = 1 if accumulation == 1 else 2
-    counter = FlopCounterMode(display=False)
+    counter = FlopCount()
     policy = cuda_autocast_policy() if gpu and precision != "no" else contextlib.nullcontext()
     with policy, tracker.tracing(trainable, optimizer.optimizer):
         for index in range(micro_steps):
@@ -188,7 +188,7 @@ def trace_step(
     frozen = list(unet.parameters())
     result = StepTrace(
         peak=peak,
-        flops_per_step=float(counter.get_total_flops()) * t.gradient_accumulation_steps,
+        flops_per_step=float(counter.total) * t.gradient_accumulation_steps,
         trainable_params=sum(p.numel() for p in trainable),
         frozen_params=sum(p.numel() for p in frozen),
         trainable_param_bytes=sum(p.numel() * p.element_size() for p in trainable),
