@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The embedded default, end to end on CPU: the trained tiny SDXL base (shipped in assets/) + procedural
+# The embedded default, end to end on CPU: the trained tiny SDXL circles base (shipped in assets/) + procedural
 # fill data -> train a ControlNet (validated on held-out conditions) -> infer every checkpoint -> report.
 # Outputs go under $DEMO_DIR (default: the repository). Re-running is cheap: every step keeps what is
 # already there, and training resumes from its last checkpoint. Extra arguments are training overrides.
@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 out=${DEMO_DIR:-.}
-base="$PWD/assets/tiny-sdxl-trained"  # absolute: the run records it for inference and serving
+base="$PWD/assets/tiny-sdxl-circles"  # absolute: the run records it for inference and serving
 run="$out/runs/fill_demo"
 
 python -m data fill --out "$out/datasets/fill_demo" --n 512 --resolution 128 --seed 0

@@ -58,6 +58,10 @@ def test_a_short_run_reads_held_out_conditions(tmp_path: Path) -> None:
             f"train.max_steps={STEPS}",
             f"cache.dir={tmp_path / 'cache'}",
             "validation.every_n_steps=0",
+            "validation.select_best=null",
+            # The recipe these thresholds were measured with on this base (the demo now decays its rate
+            # and trains on the circles base; tests/test_demo.py holds it to its image-level targets).
+            "train.lr_scheduler=constant_with_warmup",
             f"checkpoint.every_n_steps={STEPS}",
             "checkpoint.save_at_start=false",
             "log.tensorboard=false",

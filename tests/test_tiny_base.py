@@ -133,3 +133,28 @@ def test_recipe_rebuilds_a_loadable_base(tmp_path: Path) -> None:
     pipe = StableDiffusionXLPipeline.from_pretrained(out)
     assert pipe.vae.config.scaling_factor == pytest.approx(report["vae_scaling_factor"])
     assert not list(tmp_path.glob(".base.tmp-*")), "the temp build folder was left behind"
+
+
+CIRCLES = ROOT / "assets" / "tiny-sdxl-circles"
+
+
+def test_shipped_circles_base_loads_with_plain_diffusers_and_draws_flat_shapes() -> None:
+    """The demo's base: a 4x VAE (32² latents at 128²) that diffusers' pipeline reads from the config."""
+    from inference.fill_metrics import two_colours
+
+    assert sum(p.stat().st_size for p in CIRCLES.rglob("*") if p.is_file()) <= MAX_SHIPPED_BYTES
+    pipe = StableDiffusionXLPipeline.from_pretrained(CIRCLES)
+    assert pipe.vae_scale_factor == 4 and pipe.unet.config.sample_size == 32
+    images = pipe(
+        ["red circle with navy background"] * 2,
+        num_inference_steps=20,
+        guidance_scale=1.0,
+        generator=[torch.Generator().manual_seed(s) for s in (0, 1)],
+    ).images
+    assert all(image.size == (128, 128) for image in images)
+    # Two flat colours (a shape on a background), not noise or texture: what a ControlNet then places.
+    spreads = [two_colours(image)[1] for image in images]
+    assert max(spreads) < 25.0, spreads
+    report = json.loads((CIRCLES / REPORT_FILE).read_text())
+    assert report["recipe"]["vae_size"] == "trained4x"
+    assert 0.0 <= report["samples"]["fill_clean_circle_fraction"] <= 1.0
