@@ -43,7 +43,7 @@ COMMANDS: list[tuple[str, list[str]]] = [
     ("python -m inference export", ["inference", "export"]),
     ("python -m serve", ["serve"]),
 ]
-HELP_TIMEOUT_S = 300
+HELP_TIMEOUT_S = 1200  # a guard against a hung command; on a saturated 2-core machine an import takes minutes
 
 
 def field_docs(cls: type) -> dict[str, str]:
