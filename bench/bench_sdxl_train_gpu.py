@@ -15,7 +15,13 @@ backward of the "savers off" row (once per resolution and batch). It counts matm
 attention FLOPs, the MFU convention: elementwise work is not counted, and recomputation under gradient
 checkpointing is not useful work, so every row at a resolution is divided by the same count.
 
+Next to each row the memory planner's prediction (`train.plan`, the same switches traced on fake tensors
+on the CPU, planned in worker processes while the GPU rows run): planned peak allocated memory and the
+planned step time at `--plan-mfu` of the GPU's bf16 peak (executed FLOPs: recomputation included), so
+the first GPU run also measures the planner's error. `--quick` is the run that fits 10 minutes.
+
     python bench/bench_sdxl_train_gpu.py --resolutions 1024 512 --max-batch --json sdxl_train.json
+    python bench/bench_sdxl_train_gpu.py --quick     # 1024² and 512², 3 steps a row: ~10 minutes
     python bench/bench_sdxl_train_gpu.py --smoke     # the same code path on CPU with the tiny model
 
 Targets (RESULTS.md): 1024², batch 1 fits in <= 24 GiB with the savers on; MFU >= 45 % with the savers off
@@ -25,10 +31,12 @@ at the largest batch that fits in 80 GB (on a larger GPU the search is capped wi
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import gc
 import json
 import logging
 import math
+import multiprocessing
 import statistics
 import subprocess
 import sys
@@ -119,6 +127,10 @@ class Result:
     flops_per_step: float = 0.0
     """Model FLOPs of one forward + backward at this spec's batch; 0 if not counted."""
     extra: dict[str, Any] = field(default_factory=dict)
+    planned_peak_gib: float = float("nan")
+    """`train.plan`'s peak allocated memory for this spec (NaN: not planned)."""
+    planned_flops_per_step: float = 0.0
+    """`train.plan`'s executed FLOPs of one step (recomputation included); 0: not planned."""
 
 
 # ------------------------------------------------------------------------------------- one measurement
@@ -245,6 +257,68 @@ def measure(spec: Spec) -> Result:
     return Result(spec, "ok", statistics.median(times), peak, reserved, flops, extra)
 
 
+# ------------------------------------------------------------------------------------- the plan of a row
+
+
+def plan_config(spec: Spec) -> Any:
+    """The trainer config of `spec`'s row, as the planner takes it (the shipped SDXL configs unless smoke)."""
+    from train.config import SkinforgeConfig
+
+    cfg = SkinforgeConfig()
+    for key, value in COMBOS[spec.combo].items():
+        setattr(cfg.train, key, value)
+    cfg.train.mixed_precision = "no" if spec.smoke_model else "bf16"
+    cfg.train.batch_size = spec.batch
+    cfg.train.gradient_accumulation_steps = 1
+    cfg.data.resolution = spec.resolution
+    cfg.data.buckets = False
+    if spec.smoke_model:
+        cfg.model.base = spec.smoke_model
+    return cfg
+
+
+def plan_row(spec: Spec) -> tuple[float, float]:
+    """Planned peak (GiB) and executed FLOPs of one step of `spec` (a worker process: CPU only)."""
+    from train.plan import plan
+
+    result = plan(plan_config(spec), gpu=spec.smoke_model is None)
+    return result.peak.total / 2**30, result.trace.flops_per_step
+
+
+def _plan_key(spec: Spec) -> tuple[str, int, int]:
+    return spec.combo, spec.resolution, spec.batch
+
+
+class Planner:
+    """Plans rows in worker processes while the GPU rows run; `fill` waits for a row's plan."""
+
+    def __init__(self, workers: int) -> None:
+        context = multiprocessing.get_context("spawn")  # the parent may hold a CUDA context
+        self.pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        self.futures: dict[tuple[str, int, int], concurrent.futures.Future] = {}
+
+    def submit(self, spec: Spec) -> None:
+        if _plan_key(spec) not in self.futures:
+            self.futures[_plan_key(spec)] = self.pool.submit(plan_row, spec)
+
+    def fill(self, result: Result, timeout: float) -> None:
+        self.submit(result.spec)
+        try:
+            peak, flops = self.futures[_plan_key(result.spec)].result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            logger.error(
+                "no plan of %s @ %d² within %.0f s", result.spec.combo, result.spec.resolution, timeout
+            )
+            return
+        except Exception:  # a planner bug must not cost the measured rows; it is logged with its trace
+            logger.exception("planning %s @ %d² failed", result.spec.combo, result.spec.resolution)
+            return
+        result.planned_peak_gib, result.planned_flops_per_step = peak, flops
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
 def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
@@ -333,10 +407,20 @@ def _num(value: float, spec: str) -> str:
     return "n/a" if math.isnan(value) else format(value, spec)
 
 
-def render(results: list[Result], per_image: dict[int, float], peak: float | None, title: str) -> str:
-    """The markdown table, one row per result."""
+def planned_seconds(result: Result, peak: float | None, plan_mfu: float) -> float:
+    """The planned step time: the planner's executed FLOPs at `plan_mfu` of the bf16 peak (NaN: unknown)."""
+    if not peak or not result.planned_flops_per_step:
+        return float("nan")
+    return result.planned_flops_per_step / (plan_mfu * peak * 1e12)
+
+
+def render(
+    results: list[Result], per_image: dict[int, float], peak: float | None, title: str, plan_mfu: float = 0.45
+) -> str:
+    """The markdown table, one row per result, with the planner's prediction beside the measurement."""
     columns = ("resolution", "savers", "batch", "status", "peak alloc GiB", "peak reserved GiB")
-    columns += ("s/step", "images/s", "model TFLOP/step", "MFU")
+    columns += ("s/step", "images/s", "model TFLOP/step", "MFU", "planned peak GiB")
+    columns += (f"planned s/step @{plan_mfu:.0%}",)
     lines = [title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in results:
         s, ok = r.spec, r.status == "ok"
@@ -347,7 +431,8 @@ def render(results: list[Result], per_image: dict[int, float], peak: float | Non
             f"| {s.resolution}² | {s.combo} | {s.batch} | {r.status} | {_num(r.peak_allocated_gib, '.1f')} | "
             f"{_num(r.peak_reserved_gib, '.1f')} | {_num(r.s_per_step, '.3f')} | {_num(images, '.2f')} | "
             f"{f'{flops / 1e12:.4g}' if flops else 'n/a'} | "
-            f"{'n/a' if utilisation is None else f'{utilisation:.1%}'} |"
+            f"{'n/a' if utilisation is None else f'{utilisation:.1%}'} | {_num(r.planned_peak_gib, '.1f')} | "
+            f"{_num(planned_seconds(r, peak, plan_mfu), '.3f')} |"
         )
     return "\n".join(lines)
 
@@ -387,6 +472,21 @@ def verdicts(
     return [memory, speed]
 
 
+def planner_error(results: list[Result], memory_gib: float) -> str:
+    """How far the planned peaks are from the measured ones, and whether the plan foresaw each OOM."""
+    ok = [r for r in results if r.status == "ok" and not math.isnan(r.planned_peak_gib)]
+    errors = [r.planned_peak_gib / r.peak_allocated_gib - 1 for r in ok]
+    line = (
+        f"planner vs peak allocated: {min(errors):+.1%} to {max(errors):+.1%} over {len(ok)} rows "
+        f"(target within ±15%: {'met' if all(abs(e) <= 0.15 for e in errors) else 'NOT met'})"
+        if errors
+        else "planner vs peak allocated: no row both measured and planned"
+    )
+    ooms = [r for r in results if r.status == "OOM" and not math.isnan(r.planned_peak_gib)]
+    foreseen = sum(1 for r in ooms if r.planned_peak_gib + 1.0 > memory_gib)
+    return line + (f"; {foreseen} of {len(ooms)} OOM rows planned not to fit" if ooms else "")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -405,6 +505,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="GPU memory the --max-batch search may use (the issue's 80 GB card), capped to the GPU's",
     )
     parser.add_argument("--compile", action="store_true", help="add the 'all savers + compile' row")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the 10-minute run: 3 steps after a warm-up per row, no batch search",
+    )
+    parser.add_argument("--no-plan", action="store_true", help="leave out the planner's prediction")
+    parser.add_argument(
+        "--plan-mfu", type=float, default=TARGET_MFU, help="utilisation of the planned step time (the target)"
+    )
+    parser.add_argument("--plan-workers", type=int, default=4, help="processes planning rows meanwhile")
     parser.add_argument(
         "--combos",
         nargs="+",
@@ -433,26 +543,38 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.smoke_model or Path(tempfile.mkdtemp(prefix="bench-sdxl-train-")) / "sdxl"
         smoke_model = str(build_tiny_sdxl(folder, seed=0))
         args.resolutions, args.steps, args.warmup, args.max_batch = [64], 2, 1, False
+    if args.quick:
+        args.steps, args.warmup, args.max_batch = 3, 1, False
     common = {"steps": args.steps, "warmup": args.warmup, "smoke_model": smoke_model}
     combos = args.combos or DEFAULT_COMBOS + (["all savers + compile"] if args.compile else [])
     results: list[Result] = []
     per_image: dict[int, float] = {}
-    for resolution in args.resolutions:
-        for combo in combos:
-            spec = Spec(combo, resolution, 1, count_flops=combo == FLOP_COMBO, **common)
-            if args.smoke and cuda_only(combo):
-                result = Result(spec, status="skipped: needs CUDA")  # what the child says, without its start
-            else:
-                result = in_subprocess(spec, args.timeout)
-            if result.flops_per_step:
-                per_image[resolution] = result.flops_per_step / spec.batch
-            results.append(result)
+    specs = [
+        Spec(combo, resolution, 1, count_flops=combo == FLOP_COMBO, **common)
+        for resolution in args.resolutions
+        for combo in combos
+    ]
+    planner = None if args.no_plan else Planner(args.plan_workers)
+    for spec in specs if planner else []:
+        planner.submit(spec)
+    for spec in specs:
+        if args.smoke and cuda_only(spec.combo):
+            result = Result(spec, status="skipped: needs CUDA")  # what the child says, without its start
+        else:
+            result = in_subprocess(spec, args.timeout)
+        if result.flops_per_step:
+            per_image[spec.resolution] = result.flops_per_step / spec.batch
+        results.append(result)
     best = None
     if args.max_batch:
         base = Spec(FLOP_COMBO, 1024, 1, count_flops=True, memory_cap_gib=args.memory_cap_gib, **common)
         best = largest_batch(base, args.timeout)
         if best:
             results.append(best)
+    if planner:
+        for result in results:
+            planner.fill(result, args.timeout)
+        planner.close()
     name = "CPU (smoke, tiny model, fp32)" if args.smoke else torch.cuda.get_device_name()
     peak = None if args.smoke else peak_tflops(name, args.peak_tflops)
     import diffusers
@@ -463,7 +585,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{f'{peak:g} TFLOP/s' if peak else 'n/a'}"
     )
     lines = verdicts(results, best, per_image, peak) if not args.smoke else []
-    print(render(results, per_image, peak, title))
+    if planner and not args.smoke:
+        lines.append(planner_error(results, torch.cuda.get_device_properties(0).total_memory / 2**30))
+    print(render(results, per_image, peak, title, args.plan_mfu))
     print("\n".join(lines))
     if args.json:
         meta = {"device": name, "torch": torch.__version__, "diffusers": diffusers.__version__}

@@ -35,7 +35,7 @@ def _table_rows(stdout: str) -> dict[str, list[str]]:
     return {cells[1].strip(): [c.strip() for c in cells] for cells in rows[1:]}
 
 
-@pytest.mark.slow  # ~25 s on two shared cores: two child interpreters that import diffusers
+@pytest.mark.slow  # ~60 s on two shared cores: two child interpreters and two planning workers
 def test_smoke_run_measures_the_cpu_rows_and_skips_the_cuda_ones(tiny_sdxl_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "rows.json"
     proc = _run("--smoke", "--smoke-model", str(tiny_sdxl_dir), "--json", str(out))
@@ -48,11 +48,18 @@ def test_smoke_run_measures_the_cpu_rows_and_skips_the_cuda_ones(tiny_sdxl_dir: 
     table = _table_rows(proc.stdout)
     assert set(table) == {"savers off", "checkpointing both", "checkpointing + 8-bit AdamW", "all savers"}
     for combo in ("savers off", "checkpointing both"):
-        resolution, _, batch, status, alloc, reserved, s_per_step, images, tflop, mfu = table[combo]
+        resolution, _, batch, status, alloc, reserved, s_per_step, images, tflop, mfu, planned, seconds = (
+            table[combo]
+        )
         assert (resolution, batch, status) == ("64²", "1", "ok")
         assert (alloc, reserved, mfu) == ("n/a", "n/a", "n/a")  # no GPU memory, no bf16 peak on a CPU
         assert math.isfinite(float(s_per_step)) and float(images) > 0
         assert float(tflop) > 0  # the savers-off count applies to every row at that resolution
+        assert seconds == "n/a"  # no bf16 peak to plan a time against
+        assert rows[combo]["planned_flops_per_step"] > 1e8
+    # the tiny model's planned peaks (a few MiB) print as 0.0 GiB; the json keeps them exactly
+    planned = {combo: rows[combo]["planned_peak_gib"] for combo in ("savers off", "checkpointing both")}
+    assert 0 < planned["checkpointing both"] <= planned["savers off"] < 1, planned
     assert table["checkpointing + 8-bit AdamW"][3] == "skipped: needs CUDA"
     assert table["all savers"][3] == "skipped: needs CUDA"
 
@@ -77,6 +84,24 @@ def test_largest_batch_doubles_then_bisects(monkeypatch: pytest.MonkeyPatch) -> 
     best = bench.largest_batch(bench.Spec("savers off", 1024, 1), timeout=1.0)
     assert best.spec.batch == 11
     assert probed == [1, 2, 4, 8, 16, 12, 10, 11]
+
+
+def test_planner_columns_and_error_line() -> None:
+    bench = _bench()
+    spec = bench.Spec("checkpointing + 8-bit AdamW", 1024, 2)
+    cfg = bench.plan_config(spec)
+    assert (cfg.train.gradient_checkpointing, cfg.train.optimizer) == ("both", "adamw_8bit")
+    assert (cfg.train.batch_size, cfg.data.resolution, cfg.train.mixed_precision) == (2, 1024, "bf16")
+    ok = bench.Result(spec, "ok", s_per_step=1.0, peak_allocated_gib=20.0, flops_per_step=1e14)
+    ok.planned_peak_gib, ok.planned_flops_per_step = 22.0, 2e14
+    oom = bench.Result(bench.Spec("savers off", 1024, 8), "OOM")
+    oom.planned_peak_gib = 90.0
+    assert bench.planned_seconds(ok, 1000.0, 0.5) == pytest.approx(0.4)
+    line = bench.planner_error([ok, oom], 79.0)
+    assert "+10.0% to +10.0% over 1 rows" in line and "met" in line
+    assert "1 of 1 OOM rows planned not to fit" in line
+    table = bench.render([ok], {}, 1000.0, "title", 0.5)
+    assert table.splitlines()[-1].endswith("| 22.0 | 0.400 |")
 
 
 def test_peak_table_reads_the_device_names() -> None:
