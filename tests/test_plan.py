@@ -194,3 +194,26 @@ def test_cli_says_what_does_not_fit_and_which_saver_would(tiny_sdxl_dir: Path) -
     assert "would fit with: " in proc.stdout
     for kind in ("weights", "gradients", "optimizer", "activations", "workspace"):
         assert kind in proc.stdout
+
+
+def test_sweep_table_gives_each_layout_the_smallest_card_it_fits() -> None:
+    from train.plan.sweep import table
+
+    gib = 2**30
+    train = {"mixed_precision": "bf16", "gradient_checkpointing": "both", "optimizer": "adamw"}
+
+    def row(strategy: str, cache: bool, total: float) -> dict:
+        layout = {"strategy": strategy, "gpus": 8 if strategy != "single" else 1, "cache": cache}
+        peak = {"total": int(total * gib)}
+        return {
+            "resolution": 1024,
+            "train": train,
+            "layout": layout,
+            "peak_bytes": peak,
+            "flops_per_step": 2e13,
+        }
+
+    lines = table([row("single", True, 30.0), row("single", False, 100.0), row("zero2", True, 20.0)])
+    head, _, body = lines.splitlines()
+    assert head.split(" | ")[4:7] == ["1 GPU", "1 GPU, cache off", "zero2 ×8"]
+    assert body == "| 1024² | bf16/fp16 | both | adamw | 30.0 (40) | 100.0 (none) | 20.0 (24) | 20.0 |"

@@ -13,16 +13,17 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
+from pathlib import Path
 
+from common.atomic import atomic_write_text
 from train.config import load_config
 from train.config_loader import ConfigError
 from train.plan.devices import GIB, GPUS, RESERVED_GIB, Gpu, gpu_by_name
 from train.plan.planner import Layout, Plan, plan
 from train.plan.sharding import STRATEGIES
 from train.plan.suggest import savers_that_fit
+from train.plan.sweep import plan_rows, table
 from train.plan.sweep import sweep as run_sweep
-from train.plan.sweep import table
 
 DEFAULT_MFU = 0.4
 
@@ -97,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         layouts = [Layout("single", 1, True), Layout("single", 1, False)]
         layouts += [Layout(s, gpus, True) for s in STRATEGIES if s != "single"]
         plans = list(run_sweep(config, args.resolutions or [config.data.resolution], layouts))
-        print(table(plans))
-        print("\nfits: planned peak + 1 GiB kept free <= the card's memory; sharded rows by formula")
+        print(table(plan_rows(plans)))
+        print(
+            "\nGiB per GPU (smallest of the 24/40/80 GB cards it fits): planned peak + 1 GiB kept free <= "
+            "the card's memory; sharded layouts by formula"
+        )
         _write_json(args.json, plans)
         return 0
     result = plan(config, Layout(args.strategy, args.gpus, not args.no_cache))
@@ -114,24 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_json(path: str | None, plans: list[Plan]) -> None:
-    if not path:
-        return
-    from pathlib import Path
-
-    from common.atomic import atomic_write_text
-
-    rows = [
-        {
-            "resolution": p.height,
-            "train": asdict(p.config.train),
-            "layout": asdict(p.layout),
-            "peak_bytes": p.peak.by_kind | {"total": p.peak.total},
-            "flops_per_step": p.trace.flops_per_step,
-            "notes": p.notes,
-        }
-        for p in plans
-    ]
-    atomic_write_text(Path(path), json.dumps(rows, indent=1))
+    if path:
+        atomic_write_text(Path(path), json.dumps(plan_rows(plans), indent=1))
 
 
 if __name__ == "__main__":

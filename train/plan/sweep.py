@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from train.config import SkinforgeConfig
 from train.plan.devices import GIB, TABLE_SIZES_GB, fits
@@ -48,23 +49,51 @@ def sweep(
                         yield rewrite(cfg, traced, layout, side, side)
 
 
-def table(plans: list[Plan]) -> str:
-    """Markdown, one row per plan."""
-    head = ["resolution", "precision", "checkpointing", "optimizer", "cache", "strategy", "peak GiB"]
-    head += [f"{size} GB" for size in TABLE_SIZES_GB] + ["TFLOP/step"]
+def plan_rows(plans: Iterable[Plan]) -> list[dict[str, Any]]:
+    """Plans as JSON-ready rows (what `--json` writes and `table` reads)."""
+    return [
+        {
+            "resolution": p.height,
+            "train": dataclasses.asdict(p.config.train),
+            "layout": dataclasses.asdict(p.layout),
+            "peak_bytes": p.peak.by_kind | {"total": p.peak.total},
+            "flops_per_step": p.trace.flops_per_step,
+            "notes": p.notes,
+        }
+        for p in plans
+    ]
+
+
+def _layout_name(layout: dict[str, Any]) -> str:
+    if layout["strategy"] == "single":
+        return "1 GPU" + ("" if layout["cache"] else ", cache off")
+    return f"{layout['strategy']} ×{layout['gpus']}"
+
+
+def _smallest_card(total_bytes: int) -> str:
+    return next((f"{size}" for size in TABLE_SIZES_GB if fits(total_bytes, size)), "none")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown, one row per (resolution, precision, checkpointing, optimizer); per layout the planned
+    peak in GiB and, in parentheses, the smallest of the 24/40/80 GB cards it fits (and so all larger)."""
+    layouts: list[str] = []
+    grouped: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        t = row["train"]
+        key = (row["resolution"], t["mixed_precision"], t["gradient_checkpointing"], t["optimizer"])
+        name = _layout_name(row["layout"])
+        layouts += [name] if name not in layouts else []
+        grouped.setdefault(key, {})[name] = row
+    head = ["resolution", "precision", "checkpointing", "optimizer", *layouts, "TFLOP/step"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for p in plans:
-        t, lay = p.config.train, p.layout
-        strategy = "1 GPU" if lay.strategy == "single" else f"{lay.strategy} x{lay.gpus}"
-        marks = ["fits" if fits(p.peak.total, size) else "no" for size in TABLE_SIZES_GB]
-        precision = "bf16/fp16" if t.mixed_precision != "no" else "fp32"
-        cells = [
-            f"{p.height}²",
-            precision,
-            t.gradient_checkpointing,
-            t.optimizer,
-            "on" if lay.cache else "off",
-        ]
-        cells += [strategy, f"{p.peak.total / GIB:.1f}", *marks, f"{p.trace.flops_per_step / 1e12:.1f}"]
+    for (side, precision, checkpointing, optimizer), by_layout in grouped.items():
+        cells = [f"{side}²", "bf16/fp16" if precision != "no" else "fp32", checkpointing, optimizer]
+        for name in layouts:
+            row = by_layout.get(name)
+            total = row["peak_bytes"]["total"] if row else None
+            cells.append("" if total is None else f"{total / GIB:.1f} ({_smallest_card(total)})")
+        any_row = next(iter(by_layout.values()))
+        cells.append(f"{any_row['flops_per_step'] / 1e12:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

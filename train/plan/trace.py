@@ -170,8 +170,9 @@ def trace_step(
     )
     tracker.register([v for v in batch.values() if isinstance(v, torch.Tensor)], "activations")
     tracker.register(empty.values(), "activations")
-    _create_optimizer_state(optimizer.optimizer, trainable)
+    _create_optimizer_state(optimizer.optimizer, trainable, t.zero_grad_set_to_none)
     tracker.register(_state_tensors(optimizer.optimizer), "optimizer")
+    tracker.register([p.grad for p in trainable if p.grad is not None], "gradients")
     # With the optimizer state in place, ga 1 is at its steady state from the first micro-step; with
     # accumulation the second micro-step of a window holds the first's gradients throughout.
     micro_steps = 1 if accumulation == 1 else 2
@@ -203,13 +204,16 @@ def trace_step(
     return result
 
 
-def _create_optimizer_state(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> None:
+def _create_optimizer_state(
+    optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], set_to_none: bool
+) -> None:
     """The state a run holds from its first update on: one optimizer step on zero gradients (untraced),
-    so that the traced micro-step is a steady-state one."""
+    so that the traced micro-step is a steady-state one. With `train.zero_grad_set_to_none=false` the
+    zeroed gradients stay allocated through the next step, as in a run."""
     for param in params:
         param.grad = torch.zeros_like(param)
     optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=set_to_none)
 
 
 def _state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
