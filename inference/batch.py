@@ -136,6 +136,26 @@ class _PipelineCache:
             torch.cuda.empty_cache()
 
 
+HEARTBEAT_S = 30.0
+"""Longest silence while generating: a 1024² batch on a CPU takes minutes between progress-bar updates."""
+
+
+class _Heartbeat:
+    """A denoising-step hook that logs where generation stands at most every `HEARTBEAT_S` seconds."""
+
+    def __init__(self, total_steps: int) -> None:
+        self.total_steps = total_steps
+        self.last = time.monotonic()
+
+    def __call__(self, step: int, latents: torch.Tensor) -> bool:
+        if (now := time.monotonic()) - self.last >= HEARTBEAT_S:
+            logger.info(
+                "generating %d image(s): denoising step %d of %d", len(latents), step + 1, self.total_steps
+            )
+            self.last = now
+        return False
+
+
 def _run_jobs(
     pipe: ControlNetPipeline, jobs: list[_Job], settings: GenerationSettings, batch_size: int, progress: tqdm
 ) -> dict[Path, float]:
@@ -144,6 +164,7 @@ def _run_jobs(
     Returns seconds per image, keyed by path: the batch's generation time shared by its images.
     """
     seconds: dict[Path, float] = {}
+    heartbeat = _Heartbeat(settings.num_inference_steps)
     for start in range(0, len(jobs), batch_size):
         batch = jobs[start : start + batch_size]
         conditions = [open_rgb(j.sample.condition) for j in batch]
@@ -155,7 +176,9 @@ def _run_jobs(
             [j.seed for j in batch],
             settings,
             batch_size,
+            heartbeat,
         )
+        heartbeat.last = time.monotonic()  # the progress bar has just moved
         per_image = (time.perf_counter() - began) / len(batch)
         for job, image in zip(batch, images, strict=True):
             atomic_save_image(image, job.path)

@@ -282,9 +282,10 @@ def _generate_batch(
     seeds: list[int],
     size: tuple[int, int],
     settings: GenerationSettings,
+    on_step: StepHook | None = None,
 ) -> list[Image.Image]:
     """One pipeline call, decoded."""
-    latents = denoise_latents(pipe, prompts, conditions, seeds, size, settings)
+    latents = denoise_latents(pipe, prompts, conditions, seeds, size, settings, on_step)
     with torch.inference_mode():
         return decode_latents(pipe.denoiser, latents)  # type: ignore[return-value]
 
@@ -296,8 +297,10 @@ def generate(
     seeds: list[int],
     settings: GenerationSettings,
     batch_size: int = 4,
+    on_step: StepHook | None = None,
 ) -> list[Image.Image]:
-    """One image per (prompt, condition, seed) triple, in order, ``batch_size`` per pipeline call."""
+    """One image per (prompt, condition, seed) triple, in order, ``batch_size`` per pipeline call;
+    ``on_step(step, latents)`` after every denoising step of every call (True stops that call)."""
     if not len(prompts) == len(conditions) == len(seeds):
         raise ValueError(
             f"prompts, conditions and seeds must have one entry per image, got "
@@ -316,5 +319,6 @@ def generate(
             [seeds[i] for i in batch],
             sizes[batch[0]],
             settings,
+            on_step,
         )
     return images

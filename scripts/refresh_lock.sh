@@ -61,7 +61,7 @@ site=$("$work/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()
 base_site=$("$base/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 # Read after the venv's own site-packages, so what is installed here wins over .venv's copy.
 echo "import site; site.addsitedir('$(realpath "$base_site")')" > "$site/zz-skinforge-base.pth"
-"$work/venv/bin/python" -m pip install --quiet -c "$work/constraints.txt" -e ".[dev,serve,ray]"
+"$work/venv/bin/python" -m pip install --quiet -c "$work/constraints.txt" -e ".[dev,serve,ray,docs]"
 # The tests start `accelerate` from the venv's bin/, which has it only if it was installed here.
 "$work/venv/bin/python" -m pip install --quiet --force-reinstall --no-deps \
   "$(grep -E '^accelerate==' "$work/constraints.txt")"

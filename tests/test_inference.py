@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -427,3 +428,26 @@ def test_cli_lists_a_runs_best_as_a_column_and_the_report_marks_it(best_run: Pat
     assert f"best (step {selection['step']})" in html
     assert "kept by training: edge_f1_tolerant" in html
     assert "best by edge SSIM" not in html, "SSIM never names a best checkpoint"
+
+
+def test_long_generation_says_where_it_stands_between_progress_updates(
+    data_jsonl: Path,
+    checkpoint_dir: Path,
+    tiny_sdxl_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 1024² batch on a CPU takes minutes between progress-bar updates: every denoising step logs
+    where it is once `HEARTBEAT_S` has passed (0 here, so every step)."""
+    import inference.batch
+
+    monkeypatch.setattr(inference.batch, "HEARTBEAT_S", 0.0)
+    checkpoint = _fake_checkpoint(tmp_path / "run", 3, checkpoint_dir / "controlnet", tiny_sdxl_dir)
+    with caplog.at_level(logging.INFO, logger="inference.batch"):
+        run_batch_inference([checkpoint], data_jsonl, tmp_path / "out", SETTINGS, limit=1)
+    beats = [r.getMessage() for r in caplog.records if "denoising step" in r.getMessage()]
+    assert beats == [
+        "generating 1 image(s): denoising step 1 of 2",
+        "generating 1 image(s): denoising step 2 of 2",
+    ]

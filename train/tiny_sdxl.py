@@ -216,8 +216,8 @@ VAE_SIZES: dict[str, dict[str, Any]] = {
 }
 """Tiny VAE widths. "small" (0.08 M parameters, the default) keeps tests, the demo and the text loss's
 decode cheap. "test" (1.25 M) is diffusers' SDXL test VAE (32, 64) widened to 4 blocks: with it the folder
-is ~13 MB and its encoder ~30 % of a reference training step, the tiny SDXL issue 2's reference numbers
-were measured on (bench/bench_train_step.py uses it). At SDXL size the VAE encoder (fp32 in diffusers'
+is ~13 MB and its encoder ~30 % of a reference training step; the training-step benchmark
+(bench/bench_train_step.py) measures on it. At SDXL size the VAE encoder (fp32 in diffusers'
 script) is a large share of a step too; the small VAE would make re-encoding look almost free. "trained"
 (0.98 M) is the VAE of the trained base (`train.tiny_base`): wider at its deeper levels, to reconstruct
 keyboard skins at 128². "trained4x" (0.5 M) has 3 blocks, so it downsamples 4x, not 8x: the demo's circles

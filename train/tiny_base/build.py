@@ -119,7 +119,11 @@ def _trained_vae(
     marker = folder / "stage.json"
     if marker.is_file() and (done := json.loads(marker.read_text(encoding="utf-8")))["recipe"] == key:
         logger.info("Reusing the VAE trained for this recipe in %s", folder)
-        pipe.vae = AutoencoderKL.from_pretrained(folder)
+        reused = AutoencoderKL.from_pretrained(folder)
+        # Rebuilt from its config without `_name_or_path`, so the shipped config names no work folder.
+        pipe.vae = AutoencoderKL.from_config({k: v for k, v in reused.config.items() if k != "_name_or_path"})
+        pipe.vae.load_state_dict(reused.state_dict())
+        pipe.vae.eval()
         return done | {"reused": True}
     start = time.perf_counter()
     losses = train_vae(pipe.vae, images, recipe.vae, recipe.seed)
