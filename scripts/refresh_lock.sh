@@ -49,7 +49,7 @@ PY
 grep '^#' constraints.txt > "$work/header.txt"
 grep '^#' constraints-paddle.txt > "$work/header-paddle.txt"
 echo "refresh_lock: resolving the newest allowed versions ($(cat "$work/torch.txt"))"
-resolve "dev,serve,ray" "$work/constraints.txt" "$work/header.txt"
+resolve "dev,serve,ray,docs" "$work/constraints.txt" "$work/header.txt"
 resolve "dev,paddle" "$work/constraints-paddle.txt" "$work/header-paddle.txt"
 echo "refresh_lock: changes against the locks (< locked, > newest):"
 diff <(grep -v '^#' constraints.txt) <(grep -v '^#' "$work/constraints.txt") || true
