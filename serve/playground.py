@@ -93,7 +93,8 @@ class Playground:
             if isinstance(selected.get("score"), int | float):
                 shown.insert(0, f"kept as best by {selected.get('metric')}: {selected['score']:.3f}")
             name = entry.get("label", entry["name"]) + (" (default)" if entry["name"] == default else "")
-            rows.append([name, entry.get("step"), entry.get("loss"), ", ".join(shown)])
+            loss = entry.get("loss")
+            rows.append([name, entry.get("step"), None if loss is None else round(loss, 4), ", ".join(shown)])
         return rows
 
     def recipe(self, name: str) -> Recipe:
@@ -261,6 +262,7 @@ def build_playground(service: Service, history: History) -> gr.Blocks:
                         uploaded = gr.Image(
                             example_image,
                             type="pil",
+                            format="png",  # Gradio's default webp would blur a 2-px outline
                             label="Control image",
                             sources=["upload", "clipboard"],
                             elem_id="condition",
@@ -280,7 +282,7 @@ def build_playground(service: Service, history: History) -> gr.Blocks:
                             1, service.config.limits.max_steps, first_steps, step=1, label="Steps",
                             elem_id="steps",
                         )  # fmt: skip
-                    with gr.Accordion("Settings", open=False):
+                    with gr.Accordion("Settings", open=False, elem_id="settings"):
                         guidance = gr.Slider(
                             0, 20, first_guidance, step=0.5, label="Guidance", elem_id="guidance"
                         )
@@ -301,7 +303,7 @@ def build_playground(service: Service, history: History) -> gr.Blocks:
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column():
                     output = gr.Image(
-                        type="pil", label="Output", elem_id="output", interactive=False,
+                        type="pil", format="png", label="Output", elem_id="output", interactive=False,
                         height=DISPLAY_SIDE + 48, buttons=["download"],
                     )  # fmt: skip
                     saved = gr.Markdown(elem_id="saved")
@@ -321,7 +323,7 @@ def build_playground(service: Service, history: History) -> gr.Blocks:
             picked = gr.Number(-1, label="Selected index", precision=0, interactive=False, elem_id="picked")
             picked_metadata = gr.JSON(label="Metadata", elem_id="picked-metadata")
             rerun = gr.Button("Re-run selected", elem_id="rerun")
-            rerun_output = gr.Image(type="pil", label="Re-run", interactive=False)
+            rerun_output = gr.Image(type="pil", format="png", label="Re-run", interactive=False)
         settings = [
             prompt, negative, seed, steps, guidance, scale, start, end, scheduler, width, height,
             adaptive, threshold,

@@ -77,6 +77,9 @@ def test_playground_generates_saves_compares_and_reruns(
             with page.expect_response(lambda answer: "/gradio_api/upload?" in answer.url and answer.ok):
                 page.set_input_files("#condition input[type=file]", str(upload))
             page.wait_for_selector("#condition img")  # the upload is the component's value
+            prompt = page.locator(
+                "#prompt textarea"
+            ).input_value()  # this run's task: no recipe, so the toy's
             steps = page.locator("#steps input[type=number]")
             steps.fill("2")
             steps.press("Enter")
@@ -93,7 +96,10 @@ def test_playground_generates_saves_compares_and_reruns(
             )
             saved = (history / entry["image_path"]).read_bytes()
             metadata = read_png_metadata(saved)
-            assert metadata["prompt"] == "a keyboard skin" and metadata["steps_run"] == 2
+            assert "circle with" in prompt and "keyboard" not in prompt, (
+                "keyboards only for runs that learned labels"
+            )
+            assert metadata["prompt"] == prompt and metadata["steps_run"] == 2
             shown = page.inner_text("#metadata")
             assert "checkpoint-2" in shown and "steps_run" in shown  # the page shows the saved metadata
             page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
@@ -151,6 +157,7 @@ def test_playground_opens_on_the_runs_best_with_its_recipe_and_task(
             assert page.locator("#prompt textarea").input_value() == first["text"]
             assert "circle with" in first["text"] and "keyboard" not in page.inner_text("body")
             assert page.locator("#steps input[type=number]").input_value() == "2"
+            page.locator("#settings").get_by_text("Settings", exact=True).click()  # the accordion
             assert float(page.locator("#guidance input[type=number]").input_value()) == 1.0
             assert page.locator("#width input").input_value() == "64"
             assert page.locator("#checkpoint input").input_value().startswith("best (step")
