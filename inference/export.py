@@ -119,7 +119,7 @@ def _weights(checkpoint: str | Path, best: bool) -> _Weights:
     if best:
         if not (path / BEST_DIR).is_dir():
             raise ValueError(
-                f"{path} has no {BEST_DIR}/ folder: training writes it with validation.select_best=true "
+                f"{path} has no {BEST_DIR}/ folder: training writes it with validation.select_best=<metric> "
                 "(the checkpoint with the best validation score); export the run's final weights or a "
                 "checkpoint-N without --best"
             )
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--best", action="store_true",
-        help="the run's best/ checkpoint (written by training with validation.select_best=true)",
+        help="the run's best/ checkpoint (written in training by validation.select_best=<metric>)",
     )  # fmt: skip
     parser.add_argument(
         "--report", type=Path,

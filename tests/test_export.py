@@ -138,7 +138,7 @@ def test_best_exports_the_runs_best_folder_or_says_what_makes_it(run: Path, tmp_
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         f"python -m inference export: error: {run} has no best/ folder: training writes it with "
-        "validation.select_best=true (the checkpoint with the best validation score); export the run's "
+        "validation.select_best=<metric> (the checkpoint with the best validation score); export the run's "
         "final weights or a checkpoint-N without --best"
     ]
 
